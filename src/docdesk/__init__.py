@@ -1,0 +1,1 @@
+"""docdesk: edit documents in ONLYOFFICE Docs and never lose a save."""

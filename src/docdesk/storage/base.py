@@ -1,0 +1,127 @@
+"""What a blob store promises.
+
+docdesk keeps file bytes as immutable blobs named by the catalog. A blob is
+written once, through a :class:`BlobWriter`, and then only read or deleted:
+nothing is ever overwritten in place, so a crash at any instant leaves every
+committed blob whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Protocol, Self
+
+__all__ = ["BlobStore", "BlobWriter", "Digest", "validate_blob_name"]
+
+HEAD_SIZE = 4096
+# A zip's end-of-central-directory record lies within the last 64 KiB + 22
+# bytes, so keeping that much lets a format check run on a streamed file.
+TAIL_SIZE = 65_557
+
+
+def validate_blob_name(name: str) -> str:
+    """Return ``name`` if it is a safe relative blob name, else raise ValueError.
+
+    Names are built by docdesk, never taken from a request; this is the last
+    line of defence against one that would escape the store's root.
+    """
+    parts = name.split("/")
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or "\0" in name
+        or any(part in ("", ".", "..") or part.startswith(".") for part in parts)
+    ):
+        raise ValueError(f"unsafe blob name: {name!r}")
+    return name
+
+
+class Digest:
+    """Counts, hashes and remembers the ends of a byte stream as it passes.
+
+    Memory stays bounded by HEAD_SIZE + 2 * TAIL_SIZE whatever the length.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._sha256 = hashlib.sha256()
+        self.head = b""
+        self._tail = bytearray()
+
+    def update(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        self._sha256.update(chunk)
+        if len(self.head) < HEAD_SIZE:
+            self.head += chunk[: HEAD_SIZE - len(self.head)]
+        self._tail += chunk[-TAIL_SIZE:]
+        if len(self._tail) > 2 * TAIL_SIZE:
+            del self._tail[:-TAIL_SIZE]
+
+    @property
+    def tail(self) -> bytes:
+        return bytes(self._tail[-TAIL_SIZE:])
+
+    @property
+    def sha256(self) -> str:
+        return self._sha256.hexdigest()
+
+
+class BlobWriter(Protocol):
+    """A blob being written: chunks go in, then one ``commit`` names it.
+
+    Used as an async context manager; leaving the block without a commit
+    discards everything written.
+    """
+
+    digest: Digest
+
+    async def write(self, chunk: bytes) -> None: ...
+
+    async def commit(self, name: str) -> None:
+        """Make the blob durable under ``name``.
+
+        Create-only: raises FileExistsError when ``name`` already exists.
+        When this returns, the bytes survive a crash of the process or the
+        machine.
+        """
+        ...
+
+    async def abort(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Immutable named blobs: create-only writes, streamed reads."""
+
+    def create(self) -> BlobWriter:
+        """Start a new blob; nothing is visible until its ``commit``."""
+        ...
+
+    def read(self, name: str, *, chunk_size: int = 262_144) -> AsyncIterator[bytes]:
+        """Stream a blob's bytes; raises NotFound if there is none."""
+        ...
+
+    async def size(self, name: str) -> int:
+        """The blob's size in bytes; raises NotFound if there is none."""
+        ...
+
+    async def delete(self, name: str) -> None:
+        """Remove a blob; removing one that is not there is not an error."""
+        ...
+
+    def names(self, prefix: str = "") -> AsyncIterator[str]:
+        """Every committed blob name that starts with ``prefix``."""
+        ...
+
+    async def close(self) -> None: ...
