@@ -1,6 +1,64 @@
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
 import pytest
+
+from docdesk.catalog import Catalog
+from docdesk.catalog.tables import metadata
+
+# Where the PostgreSQL tests create their throwaway database. CI starts a
+# server there (.ci/run); elsewhere the tests say how to get one and skip.
+POSTGRES_ADMIN_URL = os.environ.get(
+    "DOCDESK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped after."""
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("psycopg is not installed: pip install 'docdesk[postgresql]'")
+    name = f"docdesk_test_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(
+            f"no PostgreSQL at {POSTGRES_ADMIN_URL} ({exc.__class__.__name__}); "
+            "start one or set DOCDESK_TEST_POSTGRES"
+        )
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def catalog(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[Catalog]:
+    """A migrated, empty catalog on each backend docdesk supports."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'catalog.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    catalog = Catalog.from_url(url)
+    await catalog.migrate()
+    if request.param == "postgresql":
+        async with catalog.engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):
+                await conn.execute(table.delete())
+    yield catalog
+    await catalog.close()

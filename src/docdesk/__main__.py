@@ -1,0 +1,3 @@
+from docdesk.cli import main
+
+main()

@@ -1,0 +1,116 @@
+"""What the catalog hands out: frozen records, never live rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "CallbackRecord",
+    "DocumentRecord",
+    "KeyRecord",
+    "NewVersion",
+    "RecoveryRecord",
+    "VersionRecord",
+    "VersionSource",
+]
+
+
+class VersionSource(StrEnum):
+    """What made a version."""
+
+    UPLOAD = "upload"
+    NEW = "new"
+    SAVE = "save"
+    FORCESAVE = "forcesave"
+    RESTORE = "restore"
+    RECOVERY = "recovery"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DocumentRecord:
+    id: str
+    title: str
+    file_type: str
+    current_version: int
+    key: str
+    created: datetime
+    updated: datetime
+    size: int
+    sha256: str
+    editors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewVersion:
+    """A version about to be committed; its blob is already durable."""
+
+    blob: str
+    file_type: str
+    size: int
+    sha256: str
+    source: VersionSource
+    author_id: str | None = None
+    author_name: str | None = None
+    status: int | None = None
+    forcesave_type: int | None = None
+    key: str | None = None
+    history: Mapping[str, Any] | None = None
+    changes_blob: str | None = None
+    forms_blob: str | None = None
+    restored_from: int | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionRecord(NewVersion):
+    document_id: str
+    number: int
+    created: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyRecord:
+    key: str
+    document_id: str
+    version: int
+    created: datetime
+    retired: datetime | None
+    editors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallbackRecord:
+    """One line of the callback log. Holds no token and no signed URL."""
+
+    received: datetime
+    outcome: str
+    http_status: int
+    duration_ms: float
+    document_id: str | None = None
+    key: str | None = None
+    status: int | None = None
+    detail: str | None = None
+    version: int | None = None
+    source: str | None = None
+    id: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecoveryRecord:
+    """A file the DS handed over as corrupted (status 3 or 7), kept aside."""
+
+    document_id: str
+    key: str
+    status: int
+    blob: str
+    file_type: str
+    size: int
+    sha256: str
+    created: datetime
+    reason: str
+    restored_version: int | None = None
+    id: int | None = field(default=None, compare=False)

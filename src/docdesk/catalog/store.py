@@ -1,0 +1,450 @@
+"""The catalog: documents, versions, keys, the callback log and recoveries.
+
+One code path serves SQLite and PostgreSQL. Every change that must hold
+together is one transaction; a version becomes current in the same
+transaction that records it, so a crash leaves the previous version current.
+Commits for one document are serialized: SQLite by taking its write lock at
+``BEGIN``, PostgreSQL by locking the document's row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from docdesk.catalog import migrations
+from docdesk.catalog.records import (
+    CallbackRecord,
+    DocumentRecord,
+    KeyRecord,
+    NewVersion,
+    RecoveryRecord,
+    VersionRecord,
+    VersionSource,
+)
+from docdesk.catalog.tables import (
+    callbacks,
+    deliveries,
+    documents,
+    keys,
+    recoveries,
+    versions,
+)
+from docdesk.errors import CatalogError, NotFound
+
+__all__ = ["Catalog"]
+
+logger = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Catalog:
+    """Metadata for docdesk, on any SQLAlchemy async URL."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> Catalog:
+        engine = create_async_engine(url, pool_pre_ping=True)
+        if engine.dialect.name == "sqlite":
+            _tune_sqlite(engine)
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def migrate(self) -> None:
+        """Bring the schema up to date."""
+        async with self._begin() as conn:
+            await conn.run_sync(migrations.upgrade)
+
+    async def pending_migrations(self) -> list[str]:
+        """Revisions the database still lacks; empty when it is current."""
+        async with self._begin() as conn:
+            return await conn.run_sync(migrations.pending)
+
+    # Documents
+
+    async def add_document(
+        self, *, document_id: str, title: str, key: str, version: NewVersion
+    ) -> DocumentRecord:
+        """Record a new document with its first version and key."""
+        now = _now()
+        async with self._begin() as conn:
+            await conn.execute(
+                insert(documents).values(
+                    id=document_id,
+                    title=title,
+                    file_type=version.file_type,
+                    current_version=1,
+                    key=key,
+                    created=now,
+                    updated=now,
+                )
+            )
+            await _insert_version(conn, document_id, 1, version, now)
+            await _insert_key(conn, key, document_id, 1, now)
+            return await _document(conn, document_id)
+
+    async def document(self, document_id: str) -> DocumentRecord:
+        async with self._connect() as conn:
+            return await _document(conn, document_id)
+
+    async def documents(self) -> list[DocumentRecord]:
+        async with self._connect() as conn:
+            rows = await conn.execute(_document_query().order_by(documents.c.updated))
+            return [_document_record(row) for row in rows]
+
+    async def delete_document(self, document_id: str) -> list[str]:
+        """Forget a document; returns the blob names it leaves behind."""
+        async with self._begin() as conn:
+            await _lock_document(conn, document_id)
+            blobs = await conn.execute(
+                select(
+                    versions.c.blob, versions.c.changes_blob, versions.c.forms_blob
+                ).where(versions.c.document_id == document_id)
+            )
+            names = [name for row in blobs for name in row if name]
+            await conn.execute(delete(keys).where(keys.c.document_id == document_id))
+            await conn.execute(
+                delete(versions).where(versions.c.document_id == document_id)
+            )
+            await conn.execute(delete(documents).where(documents.c.id == document_id))
+            return names
+
+    # Versions
+
+    async def versions(self, document_id: str) -> list[VersionRecord]:
+        async with self._connect() as conn:
+            await _document(conn, document_id)
+            rows = await conn.execute(
+                select(versions)
+                .where(versions.c.document_id == document_id)
+                .order_by(versions.c.number)
+            )
+            return [_version_record(row) for row in rows]
+
+    async def version(self, document_id: str, number: int) -> VersionRecord:
+        async with self._connect() as conn:
+            row = (
+                await conn.execute(
+                    select(versions).where(
+                        versions.c.document_id == document_id,
+                        versions.c.number == number,
+                    )
+                )
+            ).first()
+        if row is None:
+            raise NotFound(f"document {document_id} has no version {number}")
+        return _version_record(row)
+
+    async def commit_version(
+        self,
+        document_id: str,
+        version: NewVersion,
+        *,
+        new_key: str | None = None,
+        rotate_from: str | None = None,
+        title: str | None = None,
+    ) -> VersionRecord:
+        """Make ``version`` the newest and current version, in one transaction.
+
+        ``new_key`` is issued for the new version and becomes the document's
+        key; with ``rotate_from``, only if that is still the document's key,
+        and ``rotate_from`` is retired either way, as after a final save.
+        A version the DS made under a key that lives on (a force save) is
+        what that key serves from now on. ``title`` renames the document,
+        as when a save changes its format.
+        """
+        now = _now()
+        async with self._begin() as conn:
+            current = await _lock_document(conn, document_id)
+            number = await _last_number(conn, document_id) + 1
+            await _insert_version(conn, document_id, number, version, now)
+
+            values: dict[str, Any] = {
+                "current_version": number,
+                "file_type": version.file_type,
+                "updated": now,
+            }
+            if title is not None:
+                values["title"] = title
+            if version.key is not None:
+                await conn.execute(
+                    update(keys).where(keys.c.key == version.key).values(version=number)
+                )
+            if rotate_from is not None:
+                await _retire_key(conn, rotate_from, now)
+            if new_key is not None and rotate_from in (None, current.key):
+                await _insert_key(conn, new_key, document_id, number, now)
+                values["key"] = new_key
+            await conn.execute(
+                update(documents).where(documents.c.id == document_id).values(**values)
+            )
+            row = await conn.execute(
+                select(versions).where(
+                    versions.c.document_id == document_id,
+                    versions.c.number == number,
+                )
+            )
+            return _version_record(row.one())
+
+    # Keys
+
+    async def key(self, key: str) -> KeyRecord | None:
+        async with self._connect() as conn:
+            row = (await conn.execute(select(keys).where(keys.c.key == key))).first()
+        return None if row is None else _key_record(row)
+
+    async def rotate_key(self, document_id: str, old_key: str, new_key: str) -> bool:
+        """Replace the document's key if it is still ``old_key``.
+
+        Returns False, changing nothing, when the key has moved on already:
+        a replayed or late callback must not rotate it again.
+        """
+        now = _now()
+        async with self._begin() as conn:
+            current = await _lock_document(conn, document_id)
+            await _retire_key(conn, old_key, now)
+            if current.key != old_key:
+                return False
+            await _insert_key(conn, new_key, document_id, current.current_version, now)
+            await conn.execute(
+                update(documents)
+                .where(documents.c.id == document_id)
+                .values(key=new_key, updated=now)
+            )
+            return True
+
+    async def set_editors(self, key: str, editors: Sequence[str]) -> None:
+        async with self._begin() as conn:
+            await conn.execute(
+                update(keys).where(keys.c.key == key).values(editors=list(editors))
+            )
+
+    # Deliveries
+
+    async def delivered(self, fingerprint: str) -> bool:
+        async with self._connect() as conn:
+            row = await conn.execute(
+                select(deliveries.c.fingerprint).where(
+                    deliveries.c.fingerprint == fingerprint
+                )
+            )
+            return row.first() is not None
+
+    async def record_delivery(
+        self, fingerprint: str, document_id: str, status: int, *, keep: float
+    ) -> None:
+        """Remember a callback token for ``keep`` seconds; forget expired ones."""
+        now = _now()
+        async with self._begin() as conn:
+            await conn.execute(delete(deliveries).where(deliveries.c.expires < now))
+            try:
+                async with conn.begin_nested():
+                    await conn.execute(
+                        insert(deliveries).values(
+                            fingerprint=fingerprint,
+                            document_id=document_id,
+                            status=status,
+                            expires=now + timedelta(seconds=keep),
+                        )
+                    )
+            except IntegrityError:
+                logger.debug("delivery already recorded document=%s", document_id)
+
+    # The callback log
+
+    async def log_callback(self, record: CallbackRecord) -> None:
+        values = asdict(record)
+        values.pop("id")
+        async with self._begin() as conn:
+            await conn.execute(insert(callbacks).values(**values))
+
+    async def callback_log(
+        self, document_id: str | None = None, *, limit: int = 100
+    ) -> list[CallbackRecord]:
+        query = select(callbacks).order_by(callbacks.c.id.desc()).limit(limit)
+        if document_id is not None:
+            query = query.where(callbacks.c.document_id == document_id)
+        async with self._connect() as conn:
+            rows = await conn.execute(query)
+            return [CallbackRecord(**_aware(row._asdict())) for row in rows]
+
+    # Recoveries
+
+    async def add_recovery(self, record: RecoveryRecord) -> RecoveryRecord:
+        values = asdict(record)
+        values.pop("id")
+        async with self._begin() as conn:
+            result = await conn.execute(insert(recoveries).values(**values))
+            (identity,) = result.inserted_primary_key or (None,)
+        return RecoveryRecord(**{**values, "id": identity})
+
+    async def recoveries(self, document_id: str | None = None) -> list[RecoveryRecord]:
+        query = select(recoveries).order_by(recoveries.c.id)
+        if document_id is not None:
+            query = query.where(recoveries.c.document_id == document_id)
+        async with self._connect() as conn:
+            rows = await conn.execute(query)
+            return [RecoveryRecord(**_aware(row._asdict())) for row in rows]
+
+    # Connections
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    """Durable commits, and one writer at a time from the first statement.
+
+    pysqlite would open transactions lazily and let two writers read the
+    same "last version number"; BEGIN IMMEDIATE takes the write lock at once.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _document_query() -> Any:
+    current = versions.alias("current")
+    editors = (
+        select(keys.c.editors)
+        .where(keys.c.key == documents.c.key)
+        .scalar_subquery()
+        .label("editors")
+    )
+    return select(documents, current.c.size, current.c.sha256, editors).join(
+        current,
+        (current.c.document_id == documents.c.id)
+        & (current.c.number == documents.c.current_version),
+    )
+
+
+async def _document(conn: AsyncConnection, document_id: str) -> DocumentRecord:
+    row = (
+        await conn.execute(_document_query().where(documents.c.id == document_id))
+    ).first()
+    if row is None:
+        raise NotFound(f"no document {document_id}")
+    return _document_record(row)
+
+
+async def _lock_document(conn: AsyncConnection, document_id: str) -> DocumentRecord:
+    row = (
+        await conn.execute(
+            select(documents.c.id)
+            .where(documents.c.id == document_id)
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no document {document_id}")
+    return await _document(conn, document_id)
+
+
+async def _last_number(conn: AsyncConnection, document_id: str) -> int:
+    number = await conn.scalar(
+        select(func.max(versions.c.number)).where(versions.c.document_id == document_id)
+    )
+    return int(number or 0)
+
+
+async def _insert_version(
+    conn: AsyncConnection,
+    document_id: str,
+    number: int,
+    version: NewVersion,
+    now: datetime,
+) -> None:
+    values = asdict(version)
+    values["history"] = dict(version.history) if version.history else None
+    await conn.execute(
+        insert(versions).values(
+            document_id=document_id, number=number, created=now, **values
+        )
+    )
+
+
+async def _insert_key(
+    conn: AsyncConnection, key: str, document_id: str, version: int, now: datetime
+) -> None:
+    await conn.execute(
+        insert(keys).values(
+            key=key, document_id=document_id, version=version, created=now, editors=[]
+        )
+    )
+
+
+async def _retire_key(conn: AsyncConnection, key: str, now: datetime) -> None:
+    await conn.execute(
+        update(keys)
+        .where(keys.c.key == key, keys.c.retired.is_(None))
+        .values(retired=now, editors=[])
+    )
+
+
+def _aware(values: dict[str, Any]) -> dict[str, Any]:
+    """SQLite hands back naive datetimes; every time docdesk stores is UTC."""
+    return {
+        name: value.replace(tzinfo=UTC)
+        if isinstance(value, datetime) and value.tzinfo is None
+        else value
+        for name, value in values.items()
+    }
+
+
+def _document_record(row: Row[Any]) -> DocumentRecord:
+    values = _aware(row._asdict())
+    values["editors"] = tuple(values.get("editors") or ())
+    return DocumentRecord(**values)
+
+
+def _version_record(row: Row[Any]) -> VersionRecord:
+    values = _aware(row._asdict())
+    values.pop("id")
+    values["source"] = VersionSource(values["source"])
+    return VersionRecord(**values)
+
+
+def _key_record(row: Row[Any]) -> KeyRecord:
+    values = _aware(row._asdict())
+    values["editors"] = tuple(values.get("editors") or ())
+    return KeyRecord(**values)

@@ -1,0 +1,419 @@
+"""The docdesk service as a Starlette application.
+
+Two kinds of route: the JSON API for people and their programs, and the
+DS-facing routes under ``/ds/`` that the Document Server calls with the
+links in an editor config. Requests are parsed here and handed to
+:class:`~docdesk.desk.DocDesk`; nothing past this module sees a request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from docdesk.callback import MAX_CALLBACK_BYTES
+from docdesk.catalog import DocumentRecord, VersionRecord
+from docdesk.desk import DocDesk
+from docdesk.editor import EditorMode, User
+from docdesk.errors import DocdeskError, InvalidRequest, TooLarge
+from docdesk.formats import format_for
+from docdesk.settings import Settings
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+READ_CHUNK = 262_144
+DEFAULT_USER = User(id="docdesk-user", name="docdesk user")
+
+
+def create_app(
+    settings: Settings | None = None, *, desk: DocDesk | None = None
+) -> Starlette:
+    """The service; it opens a DocDesk from ``settings`` unless given one."""
+    if settings is None and desk is None:
+        settings = Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        opened = desk or await DocDesk.open(settings)  # type: ignore[arg-type]
+        app.state.desk = opened
+        try:
+            yield
+        finally:
+            if desk is None:
+                await opened.close()
+
+    return Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        middleware=[Middleware(RequestLog)],
+        exception_handlers={
+            DocdeskError: _docdesk_error,
+            HTTPException: _http_error,
+        },
+    )
+
+
+def _desk(request: Request) -> DocDesk:
+    desk: DocDesk = request.app.state.desk
+    return desk
+
+
+# The JSON API
+
+
+async def index(request: Request) -> Response:
+    return JSONResponse({"service": "docdesk", "documents": "/api/documents"})
+
+
+async def list_documents(request: Request) -> Response:
+    documents = await _desk(request).documents()
+    return JSONResponse({"documents": [_document(d) for d in documents]})
+
+
+async def upload(request: Request) -> Response:
+    desk = _desk(request)
+    async with _uploaded_file(request, desk.max_upload_bytes) as file:
+        document = await desk.upload(file.filename or "", _chunks(file))
+    return JSONResponse(_document(document), status_code=201)
+
+
+async def create_blank(request: Request) -> Response:
+    body = await _json_object(request)
+    title, extension = body.get("title", ""), body.get("format", "docx")
+    if not isinstance(title, str) or not isinstance(extension, str):
+        raise InvalidRequest("'title' and 'format' must be strings")
+    document = await _desk(request).create(title, extension.lower().lstrip("."))
+    return JSONResponse(_document(document), status_code=201)
+
+
+async def get_document(request: Request) -> Response:
+    document = await _desk(request).document(request.path_params["id"])
+    return JSONResponse(_document(document))
+
+
+async def delete_document(request: Request) -> Response:
+    await _desk(request).delete(request.path_params["id"])
+    return Response(status_code=204)
+
+
+async def document_content(request: Request) -> Response:
+    desk = _desk(request)
+    document = await desk.document(request.path_params["id"])
+    version = await desk.version(document.id, document.current_version)
+    return _file_response(desk, version, document.title)
+
+
+async def list_versions(request: Request) -> Response:
+    versions = await _desk(request).versions(request.path_params["id"])
+    return JSONResponse({"versions": [_version(v) for v in versions]})
+
+
+async def add_version(request: Request) -> Response:
+    desk = _desk(request)
+    async with _uploaded_file(request, desk.max_upload_bytes) as file:
+        version = await desk.add_version(request.path_params["id"], _chunks(file))
+    return JSONResponse(_version(version), status_code=201)
+
+
+async def version_content(request: Request) -> Response:
+    desk = _desk(request)
+    document = await desk.document(request.path_params["id"])
+    version = await desk.version(document.id, request.path_params["number"])
+    stem = document.title.rpartition(".")[0] or document.title
+    return _file_response(
+        desk, version, f"{stem} v{version.number}.{version.file_type}"
+    )
+
+
+async def restore_version(request: Request) -> Response:
+    desk = _desk(request)
+    version = await desk.restore(
+        request.path_params["id"], request.path_params["number"]
+    )
+    return JSONResponse(_version(version), status_code=201)
+
+
+async def editor_config(request: Request) -> Response:
+    query = request.query_params
+    try:
+        mode = EditorMode(query.get("mode", "edit"))
+        user = User(
+            id=query.get("user_id") or DEFAULT_USER.id,
+            name=query.get("user_name") or DEFAULT_USER.name,
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    config = await _desk(request).editor_config(
+        request.path_params["id"], user, mode=mode, lang=query.get("lang", "en")
+    )
+    return JSONResponse(config)
+
+
+async def callback_log(request: Request) -> Response:
+    desk = _desk(request)
+    document = await desk.document(request.path_params["id"])
+    records = await desk.catalog.callback_log(document.id)
+    return JSONResponse(
+        {
+            "callbacks": [
+                {
+                    "received": r.received.isoformat(),
+                    "key": r.key,
+                    "status": r.status,
+                    "outcome": r.outcome,
+                    "detail": r.detail,
+                    "version": r.version,
+                    "http_status": r.http_status,
+                    "duration_ms": round(r.duration_ms, 1),
+                    "source": r.source,
+                }
+                for r in records
+            ]
+        }
+    )
+
+
+# What the Document Server calls
+
+
+async def ds_file(request: Request) -> Response:
+    desk = _desk(request)
+    version, chunks = await desk.open_file(
+        request.path_params["id"],
+        request.query_params.get("key", ""),
+        request.query_params.get("sig", ""),
+        request.headers,
+    )
+    return StreamingResponse(
+        chunks,
+        media_type=format_for(version.file_type).mime_type,
+        headers={"Content-Length": str(version.size)},
+    )
+
+
+async def ds_callback(request: Request) -> Response:
+    body = await _read_body(request, MAX_CALLBACK_BYTES + 1)
+    reply = await _desk(request).handle_callback(
+        request.path_params["id"],
+        request.query_params.get("sig", ""),
+        body,
+        request.headers,
+        source=request.client.host if request.client else None,
+    )
+    return JSONResponse(reply.body(), status_code=reply.http_status)
+
+
+ROUTES = [
+    Route("/", index),
+    Route("/api/documents", list_documents, methods=["GET"]),
+    Route("/api/documents", upload, methods=["POST"]),
+    Route("/api/documents/new", create_blank, methods=["POST"]),
+    Route("/api/documents/{id}", get_document, methods=["GET"]),
+    Route("/api/documents/{id}", delete_document, methods=["DELETE"]),
+    Route("/api/documents/{id}/content", document_content, methods=["GET"]),
+    Route("/api/documents/{id}/versions", list_versions, methods=["GET"]),
+    Route("/api/documents/{id}/versions", add_version, methods=["POST"]),
+    Route(
+        "/api/documents/{id}/versions/{number:int}/content",
+        version_content,
+        methods=["GET"],
+    ),
+    Route(
+        "/api/documents/{id}/versions/{number:int}/restore",
+        restore_version,
+        methods=["POST"],
+    ),
+    Route("/api/documents/{id}/editor-config", editor_config, methods=["GET"]),
+    Route("/api/documents/{id}/callbacks", callback_log, methods=["GET"]),
+    Route("/ds/documents/{id}/file", ds_file, methods=["GET"]),
+    Route("/ds/documents/{id}/callback", ds_callback, methods=["POST"]),
+]
+
+
+# Shapes
+
+
+def _document(document: DocumentRecord) -> dict[str, Any]:
+    return {
+        "id": document.id,
+        "title": document.title,
+        "file_type": document.file_type,
+        "document_type": str(format_for(document.file_type).document_type),
+        "version": document.current_version,
+        "size": document.size,
+        "sha256": document.sha256,
+        "created": document.created.isoformat(),
+        "updated": document.updated.isoformat(),
+        "editors": list(document.editors),
+    }
+
+
+def _version(version: VersionRecord) -> dict[str, Any]:
+    author = None
+    if version.author_id is not None:
+        author = {"id": version.author_id, "name": version.author_name}
+    return {
+        "version": version.number,
+        "file_type": version.file_type,
+        "size": version.size,
+        "sha256": version.sha256,
+        "created": version.created.isoformat(),
+        "author": author,
+        "source": str(version.source),
+        "status": version.status,
+        "forcesave_type": version.forcesave_type,
+        "restored_from": version.restored_from,
+        "has_changes": version.changes_blob is not None,
+        "note": version.note,
+    }
+
+
+def _file_response(desk: DocDesk, version: VersionRecord, filename: str) -> Response:
+    return StreamingResponse(
+        desk.read(version),
+        media_type=format_for(version.file_type).mime_type,
+        headers={
+            "Content-Length": str(version.size),
+            "Content-Disposition": _attachment(filename),
+            "ETag": f'"{version.sha256}"',
+        },
+    )
+
+
+def _attachment(filename: str) -> str:
+    fallback = filename.encode("ascii", "replace").decode().replace('"', "_")
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename)}"
+
+
+# Reading requests
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """At most ``limit`` bytes of the body; the caller judges what is too much."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk[: limit - len(body)]
+        if len(body) >= limit:
+            break
+    return bytes(body)
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    body = await _read_body(request, 65_536)
+    try:
+        value = json.loads(body)
+    except ValueError:
+        raise InvalidRequest("the body is not JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("the body is not a JSON object")
+    return value
+
+
+class _CappedRequest(Request):
+    """A request whose body stream stops with TooLarge past a cap."""
+
+    cap: int = 0
+
+    async def stream(self) -> AsyncIterator[bytes]:  # type: ignore[override]
+        seen = 0
+        async for chunk in super().stream():
+            seen += len(chunk)
+            if seen > self.cap:
+                raise TooLarge(f"the upload is larger than {self.cap} bytes")
+            yield chunk
+
+
+@asynccontextmanager
+async def _uploaded_file(request: Request, cap: int) -> AsyncIterator[UploadFile]:
+    """The multipart ``file`` field, spooled to disk past 1 MiB, size-capped."""
+    capped = _CappedRequest(request.scope, request.receive)
+    capped.cap = cap + 65_536  # the multipart framing around the file
+    try:
+        form = await capped.form(max_files=1, max_fields=8)
+    except TooLarge:
+        raise
+    except Exception as exc:
+        raise InvalidRequest(f"the upload is not valid multipart: {exc}") from None
+    try:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise InvalidRequest("the upload needs a multipart field named 'file'")
+        yield file
+    finally:
+        await form.close()
+
+
+async def _chunks(file: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await file.read(READ_CHUNK):
+        yield chunk
+
+
+# Errors and the request log
+
+
+async def _docdesk_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DocdeskError)
+    if exc.status_code >= 500:
+        logger.error("request failed path=%s code=%s", request.url.path, exc.code)
+    return JSONResponse(
+        {"error": exc.code, "message": exc.message}, status_code=exc.status_code
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+    return JSONResponse(
+        {"error": code, "message": exc.detail}, status_code=exc.status_code
+    )
+
+
+class RequestLog:
+    """One line per request, with the path but never the query string.
+
+    The query of a DS-facing link holds its signature, so access logs of the
+    usual kind would leak it; this replaces them.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status = 500
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            logger.info(
+                "request method=%s path=%s status=%d ms=%.1f",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.monotonic() - started) * 1000,
+            )

@@ -1,0 +1,285 @@
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from docdesk.catalog import (
+    CallbackRecord,
+    Catalog,
+    NewVersion,
+    RecoveryRecord,
+    VersionSource,
+)
+from docdesk.catalog import store as catalog_store
+from docdesk.errors import CatalogError, NotFound
+
+pytestmark = pytest.mark.anyio
+
+
+def version(n: int = 1, **changes: object) -> NewVersion:
+    values: dict[str, object] = {
+        "blob": f"documents/d/{n}.docx",
+        "file_type": "docx",
+        "size": 100 + n,
+        "sha256": f"{n:064x}",
+        "source": VersionSource.UPLOAD,
+    }
+    values.update(changes)
+    return NewVersion(**values)  # type: ignore[arg-type]
+
+
+async def add(catalog: Catalog, document_id: str = "d1", key: str = "k1") -> None:
+    await catalog.add_document(
+        document_id=document_id, title="Report.docx", key=key, version=version()
+    )
+
+
+class TestDocuments:
+    async def test_a_new_document_has_its_first_version_current(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+
+        document = await catalog.document("d1")
+
+        assert document.current_version == 1
+        assert document.key == "k1"
+        assert document.size == 101
+        assert document.sha256 == f"{1:064x}"
+        assert (await catalog.key("k1")).version == 1  # type: ignore[union-attr]
+
+    async def test_unknown_documents_and_versions_are_not_found(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+
+        with pytest.raises(NotFound):
+            await catalog.document("nope")
+        with pytest.raises(NotFound):
+            await catalog.version("d1", 2)
+        with pytest.raises(NotFound):
+            await catalog.versions("nope")
+
+    async def test_delete_returns_every_blob_and_forgets_the_document(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+        await catalog.commit_version(
+            "d1", version(2, changes_blob="documents/d/2.changes.zip")
+        )
+
+        blobs = await catalog.delete_document("d1")
+
+        assert sorted(blobs) == [
+            "documents/d/1.docx",
+            "documents/d/2.changes.zip",
+            "documents/d/2.docx",
+        ]
+        with pytest.raises(NotFound):
+            await catalog.document("d1")
+        assert await catalog.key("k1") is None
+
+
+class TestCommits:
+    async def test_a_commit_makes_the_next_number_current(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+
+        saved = await catalog.commit_version(
+            "d1", version(2, source=VersionSource.SAVE)
+        )
+
+        assert saved.number == 2
+        assert saved.source is VersionSource.SAVE
+        assert (await catalog.document("d1")).current_version == 2
+        assert [v.number for v in await catalog.versions("d1")] == [1, 2]
+
+    async def test_a_final_save_retires_its_key_and_issues_a_new_one(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+
+        await catalog.commit_version(
+            "d1", version(2, key="k1"), new_key="k2", rotate_from="k1"
+        )
+
+        assert (await catalog.document("d1")).key == "k2"
+        assert (await catalog.key("k1")).retired is not None  # type: ignore[union-attr]
+        assert (await catalog.key("k2")).version == 2  # type: ignore[union-attr]
+
+    async def test_a_save_under_an_older_key_keeps_the_current_key(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+        await catalog.commit_version("d1", version(2), new_key="k2")
+
+        await catalog.commit_version(
+            "d1", version(3, key="k1"), new_key="k3", rotate_from="k1"
+        )
+
+        document = await catalog.document("d1")
+        assert document.key == "k2"
+        assert document.current_version == 3
+        assert await catalog.key("k3") is None
+
+    async def test_a_force_save_moves_what_its_key_serves(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+
+        await catalog.commit_version(
+            "d1", version(2, key="k1", source=VersionSource.FORCESAVE)
+        )
+
+        issued = await catalog.key("k1")
+        assert issued is not None
+        assert issued.version == 2
+        assert issued.retired is None
+        assert (await catalog.document("d1")).key == "k1"
+
+    async def test_concurrent_commits_get_consecutive_numbers(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+
+        saved = await asyncio.gather(
+            *(catalog.commit_version("d1", version(n)) for n in range(2, 12))
+        )
+
+        assert sorted(v.number for v in saved) == list(range(2, 12))
+        document = await catalog.document("d1")
+        assert document.current_version == 11
+        newest = max(saved, key=lambda v: v.number)
+        assert document.sha256 == newest.sha256
+
+    async def test_a_failure_inside_the_commit_leaves_the_previous_version_current(
+        self, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        await add(catalog)
+
+        async def broken(*args: object) -> None:
+            raise RuntimeError("injected")
+
+        monkeypatch.setattr(catalog_store, "_insert_key", broken)
+        with pytest.raises(RuntimeError):
+            await catalog.commit_version("d1", version(2), new_key="k2")
+
+        document = await catalog.document("d1")
+        assert document.current_version == 1
+        assert document.key == "k1"
+        assert [v.number for v in await catalog.versions("d1")] == [1]
+
+    async def test_a_commit_for_a_missing_document_writes_nothing(
+        self, catalog: Catalog
+    ) -> None:
+        with pytest.raises(NotFound):
+            await catalog.commit_version("ghost", version(2))
+
+        assert await catalog.documents() == []
+
+
+class TestKeys:
+    async def test_rotation_happens_once_for_the_current_key(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+
+        first = await catalog.rotate_key("d1", "k1", "k2")
+        again = await catalog.rotate_key("d1", "k1", "k3")
+
+        assert (first, again) == (True, False)
+        assert (await catalog.document("d1")).key == "k2"
+        assert await catalog.key("k3") is None
+
+    async def test_editors_follow_the_current_key_and_clear_when_it_retires(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+        await catalog.set_editors("k1", ["u1", "u2"])
+        assert (await catalog.document("d1")).editors == ("u1", "u2")
+
+        await catalog.rotate_key("d1", "k1", "k2")
+
+        assert (await catalog.document("d1")).editors == ()
+        assert (await catalog.key("k1")).editors == ()  # type: ignore[union-attr]
+
+
+class TestRecords:
+    async def test_deliveries_are_remembered_until_they_expire(
+        self, catalog: Catalog
+    ) -> None:
+        await catalog.record_delivery("a" * 64, "d1", 2, keep=-1)
+        await catalog.record_delivery("b" * 64, "d1", 2, keep=300)
+        await catalog.record_delivery("b" * 64, "d1", 2, keep=300)
+
+        assert not await catalog.delivered("a" * 64)
+        assert await catalog.delivered("b" * 64)
+
+    async def test_the_callback_log_is_newest_first_and_per_document(
+        self, catalog: Catalog
+    ) -> None:
+        now = datetime.now(UTC)
+        for document_id, outcome in (("d1", "saved"), ("d2", "editing"), ("d1", "x")):
+            await catalog.log_callback(
+                CallbackRecord(
+                    received=now,
+                    document_id=document_id,
+                    outcome=outcome,
+                    http_status=200,
+                    duration_ms=1.0,
+                )
+            )
+
+        log = await catalog.callback_log("d1")
+
+        assert [r.outcome for r in log] == ["x", "saved"]
+        assert len(await catalog.callback_log()) == 3
+
+    async def test_recoveries_are_listed_per_document(self, catalog: Catalog) -> None:
+        record = RecoveryRecord(
+            document_id="d1",
+            key="k1",
+            status=3,
+            blob="recovery/d1/x.docx",
+            file_type="docx",
+            size=5,
+            sha256="0" * 64,
+            created=datetime.now(UTC),
+            reason="test",
+        )
+
+        added = await catalog.add_recovery(record)
+
+        assert added.id is not None
+        assert await catalog.recoveries("d1") == [record]
+        assert await catalog.recoveries("d2") == []
+
+
+class TestMigrations:
+    async def test_a_new_database_is_behind_until_migrated(
+        self, tmp_path: Path
+    ) -> None:
+        catalog = Catalog.from_url(f"sqlite+aiosqlite:///{tmp_path / 'new.sqlite3'}")
+        try:
+            assert await catalog.pending_migrations() == ["0001"]
+            await catalog.migrate()
+            await catalog.migrate()
+            assert await catalog.pending_migrations() == []
+        finally:
+            await catalog.close()
+
+    async def test_an_unreachable_database_is_a_catalog_error(
+        self, tmp_path: Path
+    ) -> None:
+        catalog = Catalog.from_url(
+            f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'x.sqlite3'}"
+        )
+        try:
+            with pytest.raises(CatalogError):
+                await catalog.document("d1")
+        finally:
+            await catalog.close()
