@@ -17,12 +17,14 @@ from urllib.parse import urlsplit
 
 from docdesk.errors import ConfigurationError
 
-__all__ = ["DEFAULT_MAX_DOWNLOAD_BYTES", "Network", "Settings"]
+__all__ = ["DEFAULT_MAX_DOWNLOAD_BYTES", "SIMULATOR_PATH", "Network", "Settings"]
 
 logger = logging.getLogger(__name__)
 
 # The Document Server's own cap on a downloaded file (maxDownloadBytes).
 DEFAULT_MAX_DOWNLOAD_BYTES = 100 * 1024 * 1024
+# Where `docdesk serve` mounts the built-in simulator when no DS is set.
+SIMULATOR_PATH = "/ds-simulator"
 MIN_SECRET_BYTES = 32
 WEAK_SECRETS = frozenset({"", "secret"})
 
@@ -97,6 +99,9 @@ class Settings:
 
         data_dir = Path(get("DATA_DIR") or "docdesk-data")
         max_bytes = _int("DOCDESK_MAX_DOWNLOAD_BYTES", get("MAX_DOWNLOAD_BYTES"))
+        # Only an unset variable takes the default: a 0 must reach the check.
+        if max_bytes is None:
+            max_bytes = DEFAULT_MAX_DOWNLOAD_BYTES
         return cls(
             jwt_secret=secret,
             data_dir=data_dir,
@@ -107,8 +112,8 @@ class Settings:
             database_url=get("DATABASE_URL"),
             storage_url=get("STORAGE_URL"),
             callback_allow=_networks("DOCDESK_CALLBACK_ALLOW", get("CALLBACK_ALLOW")),
-            max_download_bytes=max_bytes or DEFAULT_MAX_DOWNLOAD_BYTES,
-            max_upload_bytes=max_bytes or DEFAULT_MAX_DOWNLOAD_BYTES,
+            max_download_bytes=max_bytes,
+            max_upload_bytes=max_bytes,
         )
 
     @property
@@ -128,9 +133,16 @@ class Settings:
         return (self.data_dir / "blobs").resolve().as_uri()
 
     @property
+    def effective_document_server_url(self) -> str:
+        """The DS the browser loads ``api.js`` from: the simulator if none is set."""
+        if self.document_server_url is None:
+            return self.public_url.rstrip("/") + SIMULATOR_PATH
+        return self.document_server_url
+
+    @property
     def document_server_origins(self) -> tuple[str, ...]:
         """The origins whose links docdesk may download, public first."""
-        urls = (self.document_server_url, self.document_server_internal_url)
+        urls = (self.effective_document_server_url, self.document_server_internal_url)
         return tuple(dict.fromkeys(_origin(url) for url in urls if url))
 
 
@@ -164,7 +176,8 @@ def _check_url(name: str, url: str) -> None:
 def _origin(url: str) -> str:
     parts = urlsplit(url)
     default = 443 if parts.scheme == "https" else 80
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or default}"
+    host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+    return f"{parts.scheme}://{host}:{parts.port or default}"
 
 
 def _default_public_url(host: str, port: int) -> str:

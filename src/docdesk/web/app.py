@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from docdesk.callback import MAX_CALLBACK_BYTES
@@ -31,7 +31,8 @@ from docdesk.desk import DocDesk
 from docdesk.editor import EditorMode, User
 from docdesk.errors import DocdeskError, InvalidRequest, TooLarge
 from docdesk.formats import format_for
-from docdesk.settings import Settings
+from docdesk.settings import SIMULATOR_PATH, Settings
+from docdesk.simulator import Simulator, SimulatorSettings, create_simulator_app
 
 __all__ = ["create_app"]
 
@@ -48,6 +49,17 @@ def create_app(
     if settings is None and desk is None:
         settings = Settings.from_env()
 
+    routes: list[BaseRoute] = list(ROUTES)
+    simulator = None
+    if settings is not None and settings.uses_simulator:
+        simulator = Simulator(
+            SimulatorSettings(
+                secret=settings.jwt_secret, jwt_header=settings.jwt_header
+            )
+        )
+        simulator_app = create_simulator_app(simulator.settings, simulator=simulator)
+        routes.append(Mount(SIMULATOR_PATH, app=simulator_app))
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         opened = desk or await DocDesk.open(settings)  # type: ignore[arg-type]
@@ -55,11 +67,14 @@ def create_app(
         try:
             yield
         finally:
+            # A mounted app's own lifespan never runs: close it here.
+            if simulator is not None:
+                await simulator.aclose()
             if desk is None:
                 await opened.close()
 
     return Starlette(
-        routes=ROUTES,
+        routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(RequestLog)],
         exception_handlers={
