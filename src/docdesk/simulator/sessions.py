@@ -547,7 +547,9 @@ class Simulator:
             )
             if not session.from_forgotten:
                 archive = changes_archive(
-                    session.changes, server_version=self.settings.server_version
+                    session.changes,
+                    server_version=self.settings.server_version,
+                    base_sha256=hashlib.sha256(session.base).hexdigest(),
                 )
                 body["changesurl"] = self._link(session, "changes.zip", archive)
             body["history"] = (
