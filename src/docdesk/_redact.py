@@ -14,7 +14,8 @@ __all__ = ["fingerprint", "redact_url"]
 
 def fingerprint(secret: str | bytes) -> str:
     """The first 12 hex digits of the SHA-256 of ``secret``."""
-    data = secret.encode() if isinstance(secret, str) else secret
+    # surrogatepass: a JSON escape can put a lone surrogate in any string.
+    data = secret.encode(errors="surrogatepass") if isinstance(secret, str) else secret
     return hashlib.sha256(data).hexdigest()[:12]
 
 

@@ -223,9 +223,13 @@ def _actions(value: Any) -> list[Action]:
         raise InvalidRequest("the callback's 'actions' is not a list")
     actions = []
     for item in value:
+        if not isinstance(item, dict):
+            raise InvalidRequest("the callback has a malformed action")
+        kind = _get(item, "type", int, required=True)
+        userid = _get(item, "userid", str, required=True)
         try:
-            actions.append(Action(UserAction(item["type"]), str(item["userid"])))
-        except (TypeError, KeyError, ValueError):
+            actions.append(Action(UserAction(kind), userid))
+        except ValueError:
             raise InvalidRequest("the callback has a malformed action") from None
     return actions
 

@@ -69,7 +69,9 @@ def verify(token: str, secret: str, *, require_exp: bool = False) -> dict[str, A
         raise TokenError("the token is not valid yet (check the clocks)") from None
     except jwt.MissingRequiredClaimError as exc:
         raise TokenError(f"the token lacks the {exc.claim!r} claim") from None
-    except jwt.InvalidTokenError:
+    # PyJWT encodes the token to UTF-8 first, and a JSON body can smuggle in
+    # a lone surrogate ("\ud800") that no UTF-8 codec accepts.
+    except (jwt.InvalidTokenError, UnicodeEncodeError):
         raise TokenError("the token is invalid or signed with another secret") from None
     if not isinstance(claims, dict):
         raise TokenError("the token's claims are not an object")
