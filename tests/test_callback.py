@@ -4,6 +4,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import jwt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -460,41 +461,49 @@ class TestHostileBodies:
             read_callback(body, NO_HEADERS, secret=SECRET)
 
 
-class TestTokenFingerprint:
-    def test_same_token_gives_the_same_fingerprint(self) -> None:
+class TestDelivery:
+    def test_the_same_request_twice_is_one_delivery(self) -> None:
         body, headers = _as_the_ds_sends({"key": KEY, "status": 4})
 
         first = read_callback(body, headers, secret=SECRET)
         second = read_callback(body, headers, secret=SECRET)
 
-        assert first.token_fingerprint == second.token_fingerprint
+        assert first.delivery == second.delivery
 
-    def test_two_tokens_give_two_fingerprints(self) -> None:
+    def test_two_callbacks_are_two_deliveries(self) -> None:
         one, headers = _as_the_ds_sends({"key": KEY, "status": 1})
         two, _ = _as_the_ds_sends({"key": KEY, "status": 4})
 
         first = read_callback(one, headers, secret=SECRET)
         second = read_callback(two, headers, secret=SECRET)
 
-        assert first.token_fingerprint != second.token_fingerprint
+        assert first.delivery != second.delivery
 
-    def test_header_only_token_has_a_stable_fingerprint(self) -> None:
-        token = tokens.sign_wrapped({"key": KEY, "status": 4}, SECRET)
-        headers = Headers({"Authorization": f"Bearer {token}"})
+    def test_the_request_stripped_of_its_body_token_is_the_same_delivery(
+        self,
+    ) -> None:
+        body, headers = _as_the_ds_sends({"key": KEY, "status": 2, "url": "u"})
+        stripped = {k: v for k, v in json.loads(body).items() if k != "token"}
 
-        first = read_callback(b"{}", headers, secret=SECRET)
-        second = read_callback(b"{}", headers, secret=SECRET)
+        whole = read_callback(body, headers, secret=SECRET)
+        header_only = read_callback(
+            json.dumps(stripped).encode(), headers, secret=SECRET
+        )
 
-        assert first.token_fingerprint == second.token_fingerprint
+        assert whole.delivery == header_only.delivery
 
-    def test_fingerprint_does_not_reveal_the_token(self) -> None:
-        body, headers = _as_the_ds_sends({"key": KEY, "status": 4})
-        token = json.loads(body)["token"]
+    def test_a_later_signing_of_the_same_fields_is_another_delivery(self) -> None:
+        fields = {"key": KEY, "status": 2, "iat": 1, "exp": 4_000_000_000}
+        later = {**fields, "iat": 2}
 
-        signed = read_callback(body, headers, secret=SECRET)
+        first = read_callback(_body(fields), NO_HEADERS, secret=SECRET)
+        second = read_callback(_body(later), NO_HEADERS, secret=SECRET)
 
-        assert len(signed.token_fingerprint) == 12
-        assert signed.token_fingerprint not in token
+        assert first.delivery != second.delivery
+
+
+def _body(claims: dict[str, object]) -> bytes:
+    return json.dumps({"token": jwt.encode(claims, SECRET, algorithm="HS256")}).encode()
 
 
 # Any JSON value. Some strings hold lone surrogates: a JSON escape can write

@@ -68,7 +68,7 @@ class TestDocuments:
     ) -> None:
         await add(catalog)
         await catalog.commit_version(
-            "d1", version(2, changes_blob="documents/d/2.changes.zip")
+            "d1", version(2, changes_blob="documents/d/2.changes.zip"), new_key="k2"
         )
 
         blobs = await catalog.delete_document("d1")
@@ -90,7 +90,7 @@ class TestCommits:
         await add(catalog)
 
         saved = await catalog.commit_version(
-            "d1", version(2, source=VersionSource.SAVE)
+            "d1", version(2, source=VersionSource.SAVE), new_key="k2"
         )
 
         assert saved.number == 2
@@ -104,27 +104,29 @@ class TestCommits:
         await add(catalog)
 
         await catalog.commit_version(
-            "d1", version(2, key="k1"), new_key="k2", rotate_from="k1"
+            "d1", version(2, key="k1"), new_key="k2", ends_session=True
         )
 
         assert (await catalog.document("d1")).key == "k2"
         assert (await catalog.key("k1")).retired is not None  # type: ignore[union-attr]
         assert (await catalog.key("k2")).version == 2  # type: ignore[union-attr]
 
-    async def test_a_save_under_an_older_key_keeps_the_current_key(
+    async def test_a_save_under_an_older_key_gives_the_document_a_new_key(
         self, catalog: Catalog
     ) -> None:
         await add(catalog)
         await catalog.commit_version("d1", version(2), new_key="k2")
 
         await catalog.commit_version(
-            "d1", version(3, key="k1"), new_key="k3", rotate_from="k1"
+            "d1", version(3, key="k1"), new_key="k3", ends_session=True
         )
 
         document = await catalog.document("d1")
-        assert document.key == "k2"
+        assert document.key == "k3"
         assert document.current_version == 3
-        assert await catalog.key("k3") is None
+        assert (await catalog.key("k3")).version == 3  # type: ignore[union-attr]
+        assert (await catalog.key("k2")).retired is None  # type: ignore[union-attr]
+        assert (await catalog.key("k1")).retired is not None  # type: ignore[union-attr]
 
     async def test_a_force_save_moves_what_its_key_serves(
         self, catalog: Catalog
@@ -132,7 +134,7 @@ class TestCommits:
         await add(catalog)
 
         await catalog.commit_version(
-            "d1", version(2, key="k1", source=VersionSource.FORCESAVE)
+            "d1", version(2, key="k1", source=VersionSource.FORCESAVE), new_key="k9"
         )
 
         issued = await catalog.key("k1")
@@ -140,6 +142,7 @@ class TestCommits:
         assert issued.version == 2
         assert issued.retired is None
         assert (await catalog.document("d1")).key == "k1"
+        assert await catalog.key("k9") is None
 
     async def test_concurrent_commits_get_consecutive_numbers(
         self, catalog: Catalog
@@ -147,7 +150,10 @@ class TestCommits:
         await add(catalog)
 
         saved = await asyncio.gather(
-            *(catalog.commit_version("d1", version(n)) for n in range(2, 12))
+            *(
+                catalog.commit_version("d1", version(n), new_key=f"k{n}")
+                for n in range(2, 12)
+            )
         )
 
         assert sorted(v.number for v in saved) == list(range(2, 12))
@@ -177,9 +183,19 @@ class TestCommits:
         self, catalog: Catalog
     ) -> None:
         with pytest.raises(NotFound):
-            await catalog.commit_version("ghost", version(2))
+            await catalog.commit_version("ghost", version(2), new_key="k2")
 
         assert await catalog.documents() == []
+
+    async def test_a_change_of_format_renames_the_document(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+
+        await catalog.commit_version("d1", version(2, file_type="odt"), new_key="k2")
+
+        document = await catalog.document("d1")
+        assert (document.title, document.file_type) == ("Report.odt", "odt")
 
 
 class TestKeys:

@@ -233,3 +233,15 @@ class TestSignedConfig:
         editor_config.signed(SECRET)
 
         assert editor_config.to_dict() == before
+
+
+class TestDefaultPermissions:
+    def test_a_view_mode_config_without_permissions_does_not_allow_editing(
+        self,
+    ) -> None:
+        config = dataclasses.replace(_config(mode=EditorMode.VIEW), permissions=None)
+
+        permissions = config.to_dict()["document"]["permissions"]
+
+        assert permissions["edit"] is False
+        assert permissions["review"] is False

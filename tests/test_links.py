@@ -135,3 +135,14 @@ class TestCallbackSignature:
         signature = _query(links.document_url("42", "k1"))["sig"]
 
         assert not links.check_callback("42", signature)
+
+
+class TestSignatureBoundaries:
+    def test_moving_the_boundary_between_document_and_key_breaks_the_signature(
+        self, links: Links
+    ) -> None:
+        url = links.document_url("ab", "c")
+        signature = _query(url)["sig"]
+
+        assert links.check_document("ab", "c", signature)
+        assert not links.check_document("a", "bc", signature)

@@ -321,3 +321,22 @@ class TestResolvedUrls:
 
         assert settings.resolved_database_url == env["DOCDESK_DATABASE_URL"]
         assert settings.resolved_storage_url == "s3://bucket/prefix"
+
+
+class TestSecretsAndCredentials:
+    def test_a_secret_read_from_a_file_loses_its_final_newline(self) -> None:
+        secret = "x" * 40
+
+        settings = Settings.from_env({"DOCDESK_JWT_SECRET": secret + "\n"})
+
+        assert settings.jwt_secret == secret
+
+    def test_database_and_storage_urls_stay_out_of_the_repr(self) -> None:
+        settings = Settings.from_env(
+            {
+                "DOCDESK_DATABASE_URL": "postgresql://u:hunter2@db/x",
+                "DOCDESK_STORAGE_URL": "s3://b/p?secret_key=hunter3",
+            }
+        )
+
+        assert "hunter" not in repr(settings)

@@ -12,6 +12,7 @@ network error, a 429 or a 5xx, and gives up at once on anything else.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ from enum import IntEnum
 from typing import Any
 
 from docdesk import tokens
-from docdesk._redact import fingerprint
 from docdesk.errors import InvalidRequest
 
 __all__ = [
@@ -142,8 +142,15 @@ class CallbackPayload:
 
 @dataclass(frozen=True)
 class SignedCallback:
+    """A verified callback and the identity of this one delivery.
+
+    ``delivery`` hashes the verified claims, signing times included. The DS
+    signs each attempt anew, so two requests with one ``delivery`` are one
+    request sent twice, whichever of its tokens they carried.
+    """
+
     payload: CallbackPayload
-    token_fingerprint: str
+    delivery: str
 
 
 def read_callback(
@@ -163,10 +170,10 @@ def read_callback(
     document = _json_object(body)
 
     claims = tokens.read_request_token(document, headers, secret=secret, header=header)
-    token = document.get("token") or headers.get(header, "")
+    canonical = json.dumps(claims, sort_keys=True, separators=(",", ":"))
     return SignedCallback(
         payload=CallbackPayload.from_claims(claims),
-        token_fingerprint=fingerprint(str(token)),
+        delivery=hashlib.sha256(canonical.encode()).hexdigest(),
     )
 
 

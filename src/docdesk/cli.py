@@ -1,21 +1,56 @@
-"""The ``docdesk`` command.
+"""The ``docdesk`` command: the service, and the library from the shell.
+
+``docdesk serve`` runs the service; ``upload``, ``list``, ``versions``,
+``export``, ``restore`` and ``migrate`` work on the same library, opened from
+the same settings. Tables and JSON go to stdout, progress bars and errors to
+stderr, so ``--json`` output stays machine-readable.
 
 The CLI is the one place that configures logging; the library only logs.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
 import logging
+import os
+import secrets
 import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, NoReturn, TypeVar
 
+import anyio
 import click
+from rich import box, filesize
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+from rich.text import Text
 
-from docdesk.errors import ConfigurationError
+from docdesk.catalog import Catalog, DocumentRecord, VersionRecord
+from docdesk.desk import DocDesk, clean_title
+from docdesk.errors import ConfigurationError, DocdeskError, StorageError
 from docdesk.settings import Settings
+from docdesk.shapes import document_json, version_json
 
 __all__ = ["main"]
 
 logger = logging.getLogger("docdesk")
+
+READ_CHUNK = 262_144
+T = TypeVar("T")
 
 
 @click.group()
@@ -52,6 +87,427 @@ def serve(host: str, port: int, log_level: str) -> None:
         log_config=None,
         server_header=False,
     )
+
+
+# The library from the shell
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def upload(files: tuple[Path, ...]) -> None:
+    """Add each FILE as a new document; print its id, title and version.
+
+    A file that is missing or refused is named on stderr, the others are
+    still stored, and the command then exits with status 1.
+    """
+    stored = _run(lambda desk: _upload_files(desk, files))
+
+    if stored < len(files):
+        sys.exit(1)
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def list_documents(as_json: bool) -> None:
+    """List the documents, least recently updated first."""
+    documents = _run(lambda desk: desk.documents())
+
+    if as_json:
+        _print_json({"documents": [document_json(d) for d in documents]})
+        return
+    table = _table(
+        "id",
+        "title",
+        "type",
+        "version",
+        "size",
+        "updated",
+        "editors",
+        wrapping=("title", "editors"),
+    )
+    for document in documents:
+        table.add_row(
+            *_cells(
+                document.id,
+                document.title,
+                document.file_type,
+                str(document.current_version),
+                filesize.decimal(document.size),
+                _when(document.updated),
+                ", ".join(document.editors),
+            )
+        )
+    _print_table(table, empty="no documents")
+
+
+@main.command()
+@click.argument("document_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def versions(document_id: str, as_json: bool) -> None:
+    """List the versions of DOCUMENT_ID, oldest first."""
+    records = _run(lambda desk: desk.versions(document_id))
+
+    if as_json:
+        _print_json({"versions": [version_json(v) for v in records]})
+        return
+    table = _table(
+        "version",
+        "created",
+        "source",
+        "author",
+        "size",
+        "sha256",
+        wrapping=("source", "author"),
+    )
+    for version in records:
+        table.add_row(
+            *_cells(
+                str(version.number),
+                _when(version.created),
+                _source(version),
+                version.author_name or version.author_id or "",
+                filesize.decimal(version.size),
+                version.sha256[:12],
+            )
+        )
+    _print_table(table, empty="no versions")
+
+
+@main.command()
+@click.argument("document_id")
+@click.option(
+    "--version",
+    "number",
+    type=click.IntRange(min=1),
+    help="The version to export.  [default: the current one]",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(allow_dash=True),
+    help="Where to write, or '-' for stdout.  [default: the title, here]",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def export(
+    document_id: str, number: int | None, output: str | None, force: bool
+) -> None:
+    """Write the bytes of DOCUMENT_ID to a file.
+
+    The file appears only once it is whole: a failed export leaves nothing.
+    """
+    written = _run(lambda desk: _export(desk, document_id, number, output, force))
+
+    if written is not None:
+        click.echo(written)
+
+
+@main.command()
+@click.argument("document_id")
+@click.argument("version", type=click.IntRange(min=1))
+def restore(document_id: str, version: int) -> None:
+    """Make a copy of VERSION the newest version; print its number.
+
+    Editors open on the document get a new key, as after any change made
+    outside the editor.
+    """
+    restored = _run(lambda desk: desk.restore(document_id, version))
+
+    click.echo(restored.number)
+
+
+@main.command()
+def migrate() -> None:
+    """Bring the database named by DOCDESK_DATABASE_URL up to date.
+
+    ``docdesk serve`` migrates its embedded SQLite database itself, but
+    refuses to start on any other database that is behind.
+    """
+    _configure_logging("warning")
+    settings = _settings()
+
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _guarded(lambda: _migrate(settings.resolved_database_url))
+
+
+# What the shell commands run
+
+
+def _run(work: Callable[[DocDesk], Awaitable[T]]) -> T:
+    """Open the library from the settings, do ``work``, close it again."""
+    _configure_logging("warning")
+    settings = _settings()
+
+    async def opened() -> T:
+        desk = await DocDesk.open(settings)
+        try:
+            return await work(desk)
+        finally:
+            await desk.close()
+
+    return _guarded(opened)
+
+
+def _guarded(work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work``; a docdesk or file error becomes one line and an exit."""
+    try:
+        return anyio.run(work)
+    except ConfigurationError as exc:
+        _fail(exc.message, status=2)
+    except DocdeskError as exc:
+        _fail(exc.message)
+    except OSError as exc:
+        _fail(_os_message(exc))
+
+
+async def _upload_files(desk: DocDesk, files: tuple[Path, ...]) -> int:
+    """Upload each file in turn; returns how many were stored."""
+    stored = 0
+    for path in files:
+        try:
+            document = await _upload_file(desk, path)
+        except DocdeskError as exc:
+            click.echo(f"docdesk: {path}: {exc.message}", err=True)
+        except OSError as exc:
+            click.echo(f"docdesk: {path}: {exc.strerror or exc}", err=True)
+        else:
+            click.echo(f"{document.id}\t{document.title}\t{document.current_version}")
+            stored += 1
+    return stored
+
+
+async def _upload_file(desk: DocDesk, path: Path) -> DocumentRecord:
+    async with await anyio.open_file(path, "rb") as file:
+        size = os.fstat(file.wrapped.fileno()).st_size
+        with _progress() as progress:
+            task = progress.add_task(path.name, total=size)
+            async with aclosing(_read(file, progress, task)) as chunks:
+                return await desk.upload(path.name, chunks)
+
+
+async def _read(
+    file: anyio.AsyncFile[bytes], progress: Progress, task: TaskID
+) -> AsyncGenerator[bytes, None]:
+    while chunk := await file.read(READ_CHUNK):
+        progress.advance(task, len(chunk))
+        yield chunk
+
+
+async def _export(
+    desk: DocDesk,
+    document_id: str,
+    number: int | None,
+    output: str | None,
+    force: bool,
+) -> Path | None:
+    """Stream a version to ``output``; returns the file written, if any."""
+    document = await desk.document(document_id)
+    version = await desk.version(document.id, number)
+
+    if output == "-":
+        await _copy(desk, version, sys.stdout.buffer)
+        return None
+
+    explicit = version if number is not None else None
+    target = _export_path(document, explicit, output)
+    if not target.parent.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no such folder", str(target.parent))
+    if target.exists() and not force:
+        raise _exists(target)
+    temporary, fd = _temporary_beside(target)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            await _copy(desk, version, file)
+            os.fsync(file.fileno())
+        _publish(temporary, target, replace=force)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
+async def _copy(desk: DocDesk, version: VersionRecord, out: BinaryIO) -> None:
+    """Write a version's bytes with a progress bar, checking them on the way."""
+    digest, size = hashlib.sha256(), 0
+    with _progress() as progress:
+        task = progress.add_task(f"version {version.number}", total=version.size)
+        async for chunk in desk.read(version):
+            out.write(chunk)
+            digest.update(chunk)
+            size += len(chunk)
+            progress.advance(task, len(chunk))
+    out.flush()
+
+    # A damaged blob must not pass for the document.
+    if size != version.size or digest.hexdigest() != version.sha256:
+        raise StorageError(
+            f"version {version.number} of document {version.document_id} does "
+            "not match its recorded size and sha256: the stored file is damaged"
+        )
+
+
+def _export_path(
+    document: DocumentRecord, version: VersionRecord | None, output: str | None
+) -> Path:
+    """Where an export goes: ``output``, or a name made from the title.
+
+    An explicit version is named as the HTTP API names its download, so it
+    is not mistaken for the current document.
+    """
+    name = document.title
+    if version is not None:
+        stem = document.title.rpartition(".")[0] or document.title
+        name = f"{stem} v{version.number}.{version.file_type}"
+    name = clean_title(name)
+
+    if output is None:
+        return Path(name)
+    if output.endswith(("/", os.sep)) or Path(output).is_dir():
+        return Path(output) / name
+    return Path(output)
+
+
+def _temporary_beside(target: Path) -> tuple[Path, int]:
+    """A new file in the target's folder, so publishing it is a rename.
+
+    It is created with the usual 0o666 less the umask, as any new file.
+    """
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    return temporary, os.open(temporary, flags, 0o666)
+
+
+def _publish(temporary: Path, target: Path, *, replace: bool) -> None:
+    """Give the finished file its name, atomically.
+
+    Without ``replace`` a hard link publishes it: that fails if the target
+    appeared meanwhile, where a rename would silently overwrite it.
+    """
+    if replace:
+        os.replace(temporary, target)
+        return
+    try:
+        os.link(temporary, target)
+    except FileExistsError:
+        raise _exists(target) from None
+    except OSError:
+        # XXX: some file systems (FAT, some network shares) have no hard
+        # links; there the exists check and the rename can race.
+        if target.exists():
+            raise _exists(target) from None
+        os.replace(temporary, target)
+
+
+def _exists(target: Path) -> FileExistsError:
+    return FileExistsError(
+        errno.EEXIST, "exists; add --force to overwrite", str(target)
+    )
+
+
+async def _migrate(url: str) -> None:
+    """Apply pending revisions, saying which, then check none is left."""
+    catalog = _catalog(url)
+    click.echo(f"database {_shown_url(url)}")
+    try:
+        pending = await catalog.pending_migrations()
+        if pending:
+            click.echo(f"pending revisions: {', '.join(pending)}")
+            await catalog.migrate()
+            click.echo(f"applied {len(pending)} revision(s)")
+        left = await catalog.pending_migrations()
+    finally:
+        await catalog.close()
+
+    if left:
+        raise ConfigurationError(f"still behind after migrating: {', '.join(left)}")
+    click.echo("up to date")
+
+
+def _catalog(url: str) -> Catalog:
+    from sqlalchemy.exc import ArgumentError
+
+    # The message would quote the URL, and with it any password.
+    try:
+        return Catalog.from_url(url)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigurationError(
+            f"DOCDESK_DATABASE_URL names no database docdesk can open "
+            f"({type(exc).__name__})"
+        ) from None
+
+
+def _shown_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# Output
+
+
+def _progress() -> Progress:
+    """A bar in bytes on stderr that never captures stdout."""
+    return Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+
+
+def _table(*headers: str, wrapping: tuple[str, ...]) -> Table:
+    """Only the ``wrapping`` columns wrap: ids, dates and sizes stay whole."""
+    table = Table(box=box.SIMPLE, show_edge=False)
+    for header in headers:
+        if header in wrapping:
+            table.add_column(header, overflow="fold")
+        else:
+            table.add_column(header, no_wrap=True)
+    return table
+
+
+def _cells(*values: str) -> list[Text]:
+    """Table cells as plain text: a title like "[red]x.docx" is no markup."""
+    return [Text(value) for value in values]
+
+
+def _print_table(table: Table, *, empty: str) -> None:
+    if not table.row_count:
+        click.echo(empty, err=True)
+        return
+    console = Console()
+    if not console.is_terminal:
+        # Programs and grep read piped output: keep each row whole, on one line.
+        console = Console(width=10_000)
+    console.print(table)
+
+
+def _print_json(value: dict[str, Any]) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def _source(version: VersionRecord) -> str:
+    if version.restored_from is not None:
+        return f"{version.source} of v{version.restored_from}"
+    return str(version.source)
+
+
+def _os_message(exc: OSError) -> str:
+    if exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
+
+
+def _fail(message: str, *, status: int = 1) -> NoReturn:
+    click.echo(f"docdesk: {message}", err=True)
+    sys.exit(status)
 
 
 def _settings(**kwargs: object) -> Settings:

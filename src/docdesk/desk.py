@@ -20,14 +20,12 @@ import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 
 from docdesk import tokens
-from docdesk._redact import fingerprint
 from docdesk.callback import (
     CallbackPayload,
     CallbackStatus,
@@ -245,7 +243,7 @@ class DocDesk:
             document.id, fmt, chunks, author, VersionSource.UPLOAD
         )
         async with self._lock(document.id):
-            return await self._commit(document.id, version, new_key=new_document_key())
+            return await self._commit(document.id, version)
 
     async def restore(
         self, document_id: str, number: int, *, author: User | None = None
@@ -266,9 +264,7 @@ class DocDesk:
             restored_from=number,
         )
         async with self._lock(old.document_id):
-            restored = await self._commit(
-                old.document_id, version, new_key=new_document_key()
-            )
+            restored = await self._commit(old.document_id, version)
         logger.info(
             "version restored document=%s from=%d version=%d",
             old.document_id,
@@ -369,7 +365,7 @@ class DocDesk:
             payload = signed.payload
             issued = await self._issued_key(document_id, payload.key)
             async with self._lock(document_id):
-                reply = await self._act(issued, payload, signed.token_fingerprint)
+                reply = await self._act(issued, payload, signed.delivery)
         except DocdeskError as exc:
             reply = _failure(exc)
             detail: str | None = exc.message
@@ -392,7 +388,7 @@ class DocDesk:
         return issued
 
     async def _act(
-        self, issued: KeyRecord, payload: CallbackPayload, token_fingerprint: str
+        self, issued: KeyRecord, payload: CallbackPayload, delivery: str
     ) -> CallbackReply:
         status = payload.status
         if status in (CallbackStatus.EDITING, CallbackStatus.CLOSED):
@@ -403,14 +399,14 @@ class DocDesk:
             return CallbackReply(200, 0, "ignored")
 
         # The DS signs every attempt afresh, so a token seen twice is a replay.
-        if await self.catalog.delivered(token_fingerprint):
+        if await self.catalog.delivered(delivery):
             return CallbackReply(200, 0, "replayed")
         if status.corrupted:
             reply = await self._recover(issued, payload)
         else:
             reply = await self._save(issued, payload)
         await self.catalog.record_delivery(
-            token_fingerprint, issued.document_id, status, keep=DELIVERY_MEMORY
+            delivery, issued.document_id, status, keep=DELIVERY_MEMORY
         )
         return reply
 
@@ -441,9 +437,7 @@ class DocDesk:
             size, sha256 = blob.digest.size, blob.digest.sha256
 
         changes_blob, forms_blob, notes = await self._extras(payload, stem)
-        title = None
         if fmt.extension != document.file_type:
-            title = f"{PurePosixPath(document.title).stem}.{fmt.extension}"
             notes.append(
                 f"the Document Server saved {document.file_type} as "
                 f"{fmt.extension}; kept as {fmt.extension}"
@@ -465,13 +459,7 @@ class DocDesk:
             forms_blob=forms_blob,
             note="; ".join(notes) or None,
         )
-        saved = await self._commit(
-            document.id,
-            version,
-            new_key=new_document_key() if ends_session else None,
-            rotate_from=payload.key if ends_session else None,
-            title=title,
-        )
+        saved = await self._commit(document.id, version, ends_session=ends_session)
         return CallbackReply(200, 0, "saved", saved.number)
 
     async def _already_kept(
@@ -508,7 +496,7 @@ class DocDesk:
                     await self.fetcher.fetch(self._internal(url), blob)
                     await blob.commit(name)
                 kept.append(name)
-            except DownloadError as exc:
+            except (DownloadError, TooLarge) as exc:
                 logger.warning("%s not kept key=%s reason=%s", what, payload.key, exc)
                 notes.append(f"{what} not kept: {exc.message}")
                 kept.append(None)
@@ -554,18 +542,15 @@ class DocDesk:
         document_id: str,
         version: NewVersion,
         *,
-        new_key: str | None,
-        rotate_from: str | None = None,
-        title: str | None = None,
+        ends_session: bool = False,
     ) -> VersionRecord:
         """One catalog transaction; on failure the new blobs are removed."""
         try:
             return await self.catalog.commit_version(
                 document_id,
                 version,
-                new_key=new_key,
-                rotate_from=rotate_from,
-                title=title,
+                new_key=new_document_key(),
+                ends_session=ends_session,
             )
         except BaseException:
             if version.source is not VersionSource.RESTORE:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, NewType
 
@@ -98,7 +98,8 @@ class EditorConfig:
     user: User
     mode: EditorMode = EditorMode.EDIT
     lang: str = "en"
-    permissions: Permissions = field(default_factory=Permissions)
+    # None: what the mode allows for this format (Permissions.for_mode).
+    permissions: Permissions | None = None
     forcesave: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,7 +110,9 @@ class EditorConfig:
                 "key": self.key,
                 "title": self.title,
                 "url": self.url,
-                "permissions": asdict(self.permissions),
+                "permissions": asdict(
+                    self.permissions or Permissions.for_mode(self.mode, self.format)
+                ),
             },
             "editorConfig": {
                 "callbackUrl": self.callback_url,

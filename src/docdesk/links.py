@@ -45,7 +45,8 @@ class Links:
         return f"{self.public_url}/ds/documents/{quote(document_id, safe='')}"
 
     def _sign(self, *parts: str) -> str:
-        message = "\n".join(parts).encode()
+        # Each part carries its length, so no two lists of parts sign alike.
+        message = "".join(f"{len(part)}:{part}" for part in parts).encode()
         digest = hmac.new(self._key, message, hashlib.sha256).hexdigest()
         return digest[:SIGNATURE_LENGTH]
 

@@ -47,8 +47,9 @@ class Settings:
     document_server_url: str | None = None
     document_server_internal_url: str | None = None
     jwt_header: str = "Authorization"
-    database_url: str | None = None
-    storage_url: str | None = None
+    # Either may hold credentials: never in a repr.
+    database_url: str | None = field(default=None, repr=False)
+    storage_url: str | None = field(default=None, repr=False)
     callback_allow: tuple[Network, ...] = ()
     max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
     max_upload_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
@@ -89,6 +90,9 @@ class Settings:
 
         ds_url = get("DOCUMENT_SERVER_URL")
         secret = env.get("DOCDESK_JWT_SECRET")
+        if secret is not None:
+            # A secret read from a file arrives with its final newline.
+            secret = secret.strip()
         if secret is None and ds_url is None:
             secret = secrets.token_urlsafe(MIN_SECRET_BYTES)
         elif secret is None:

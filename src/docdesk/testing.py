@@ -20,9 +20,10 @@ change them, or use :func:`run_simulator` directly.
 from __future__ import annotations
 
 import secrets
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ __all__ = [
     "docdesk_simulator_settings",
     "fast_settings",
     "run_simulator",
+    "serve_app_at",
     "serve_in_thread",
 ]
 
@@ -59,30 +61,70 @@ def serve_in_thread(
     app: ASGIApp, *, host: str = "127.0.0.1"
 ) -> Iterator[RunningServer]:
     """Serve ``app`` on a free port of ``host`` until the block ends."""
+    with serve_app_at(lambda url: app, host=host) as running:
+        yield running
+
+
+@contextmanager
+def serve_app_at(
+    make_app: Callable[[str], ASGIApp], *, host: str = "127.0.0.1"
+) -> Iterator[RunningServer]:
+    """Bind a free port, build the app for its URL, serve it until the block ends.
+
+    For apps that must know their own public URL before they start.
+    """
+    # With proto 0, asyncio skips TCP_NODELAY on accepted connections and
+    # every keep-alive answer waits ~40 ms for a delayed ACK.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
     config = uvicorn.Config(
-        app, host=host, port=0, log_level="warning", access_log=False
+        make_app(url), log_level="warning", access_log=False, lifespan="on"
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
+            sock.close()
             raise RuntimeError("the server did not start")
         time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield RunningServer(f"http://{host}:{port}", server)
+        yield RunningServer(url, server)
     finally:
         server.should_exit = True
         thread.join(timeout=STARTUP_TIMEOUT)
+        sock.close()
 
 
 class ControlClient:
     """The simulator's control API, one method per route."""
 
     def __init__(self, url: str) -> None:
-        self.http = httpx.Client(base_url=f"{url}/simulator", timeout=30.0)
+        self.http = httpx.Client(
+            base_url=f"{url}/simulator",
+            timeout=30.0,
+            # XXX: with keep-alive, a connection was garbage-collected unclosed
+            # after the simulator answered a Save (a ResourceWarning); the
+            # cause is not found yet. Pinned by tests/test_end_to_end.py.
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
+
+    def close_client(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close_client()
 
     def open(self, config: dict[str, Any]) -> str:
         """Open an editor as the config's user; returns the session id."""
@@ -168,12 +210,11 @@ def run_simulator(
     settings = settings or fast_settings()
     simulator = Simulator(settings)
     app = create_simulator_app(settings, simulator=simulator)
-    with serve_in_thread(app, host=host) as running:
-        control = ControlClient(running.url)
-        try:
-            yield RunningSimulator(running.url, settings.secret, simulator, control)
-        finally:
-            control.http.close()
+    with (
+        serve_in_thread(app, host=host) as running,
+        ControlClient(running.url) as control,
+    ):
+        yield RunningSimulator(running.url, settings.secret, simulator, control)
 
 
 @pytest.fixture

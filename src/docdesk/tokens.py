@@ -91,7 +91,8 @@ def read_request_token(
     The body ``token`` comes first: when it is there it decides, even if a
     header is there too, because the DS may strip history from an overlong
     header token but never from the body one. Claims wrapped in ``payload``
-    are unwrapped. ``headers`` must look names up case-insensitively.
+    are unwrapped, keeping the wrapper's ``iat`` and ``exp``. ``headers``
+    must look names up case-insensitively.
     """
     token = body.get("token")
     if token is None:
@@ -105,7 +106,9 @@ def read_request_token(
         return claims
     if not isinstance(payload, dict):
         raise TokenError("the token's payload is not an object")
-    return payload
+    # The wrapper's times stay with the claims: they date the request.
+    times = {name: claims[name] for name in ("iat", "exp") if name in claims}
+    return {**payload, **times}
 
 
 def _bearer(value: str | None) -> str | None:

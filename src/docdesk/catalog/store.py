@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import delete, event, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from docdesk.catalog import migrations
@@ -39,7 +39,7 @@ from docdesk.catalog.tables import (
     recoveries,
     versions,
 )
-from docdesk.errors import CatalogError, NotFound
+from docdesk.errors import CatalogError, ConfigurationError, NotFound
 
 __all__ = ["Catalog"]
 
@@ -58,7 +58,13 @@ class Catalog:
 
     @classmethod
     def from_url(cls, url: str) -> Catalog:
-        engine = create_async_engine(url, pool_pre_ping=True)
+        try:
+            engine = create_async_engine(url, pool_pre_ping=True)
+        except (ArgumentError, ImportError) as exc:
+            raise ConfigurationError(
+                "DOCDESK_DATABASE_URL is not a usable database URL: "
+                f"{type(exc).__name__}"
+            ) from None
         if engine.dialect.name == "sqlite":
             _tune_sqlite(engine)
         return cls(engine)
@@ -118,6 +124,13 @@ class Catalog:
                 ).where(versions.c.document_id == document_id)
             )
             names = [name for row in blobs for name in row if name]
+            kept_aside = await conn.execute(
+                select(recoveries.c.blob).where(recoveries.c.document_id == document_id)
+            )
+            names += [name for (name,) in kept_aside]
+            await conn.execute(
+                delete(recoveries).where(recoveries.c.document_id == document_id)
+            )
             await conn.execute(delete(keys).where(keys.c.document_id == document_id))
             await conn.execute(
                 delete(versions).where(versions.c.document_id == document_id)
@@ -156,18 +169,18 @@ class Catalog:
         document_id: str,
         version: NewVersion,
         *,
-        new_key: str | None = None,
-        rotate_from: str | None = None,
-        title: str | None = None,
+        new_key: str,
+        ends_session: bool = False,
     ) -> VersionRecord:
         """Make ``version`` the newest and current version, in one transaction.
 
-        ``new_key`` is issued for the new version and becomes the document's
-        key; with ``rotate_from``, only if that is still the document's key,
-        and ``rotate_from`` is retired either way, as after a final save.
-        A version the DS made under a key that lives on (a force save) is
-        what that key serves from now on. ``title`` renames the document,
-        as when a save changes its format.
+        The document gets ``new_key`` for the new version unless the version
+        is a force save under the document's own key, which goes on editing
+        under it: any other new content must reach new editors under a key
+        the Document Server has not cached. A version the DS made under a key
+        that lives on is what that key serves from now on; ``ends_session``
+        retires the key, as a final save does. A change of format renames
+        the document to the new extension.
         """
         now = _now()
         async with self._begin() as conn:
@@ -180,15 +193,16 @@ class Catalog:
                 "file_type": version.file_type,
                 "updated": now,
             }
-            if title is not None:
-                values["title"] = title
+            if version.file_type != current.file_type:
+                stem = current.title.rpartition(".")[0] or current.title
+                values["title"] = f"{stem}.{version.file_type}"
             if version.key is not None:
                 await conn.execute(
                     update(keys).where(keys.c.key == version.key).values(version=number)
                 )
-            if rotate_from is not None:
-                await _retire_key(conn, rotate_from, now)
-            if new_key is not None and rotate_from in (None, current.key):
+                if ends_session:
+                    await _retire_key(conn, version.key, now)
+            if ends_session or version.key != current.key:
                 await _insert_key(conn, new_key, document_id, number, now)
                 values["key"] = new_key
             await conn.execute(

@@ -61,6 +61,7 @@ def create_simulator_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        await app.state.conversion.aclose()
         await app.state.simulator.aclose()
 
     app = Starlette(routes=ROUTES, lifespan=lifespan)

@@ -26,12 +26,13 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from docdesk.callback import MAX_CALLBACK_BYTES
-from docdesk.catalog import DocumentRecord, VersionRecord
+from docdesk.catalog import VersionRecord
 from docdesk.desk import DocDesk
 from docdesk.editor import EditorMode, User
 from docdesk.errors import DocdeskError, InvalidRequest, TooLarge
 from docdesk.formats import format_for
 from docdesk.settings import SIMULATOR_PATH, Settings
+from docdesk.shapes import document_json, version_json
 from docdesk.simulator import Simulator, SimulatorSettings, create_simulator_app
 
 __all__ = ["create_app"]
@@ -43,9 +44,17 @@ DEFAULT_USER = User(id="docdesk-user", name="docdesk user")
 
 
 def create_app(
-    settings: Settings | None = None, *, desk: DocDesk | None = None
+    settings: Settings | None = None,
+    *,
+    desk: DocDesk | None = None,
+    simulator_settings: SimulatorSettings | None = None,
 ) -> Starlette:
-    """The service; it opens a DocDesk from ``settings`` unless given one."""
+    """The service; it opens a DocDesk from ``settings`` unless given one.
+
+    With no Document Server in ``settings`` the simulator is mounted at
+    SIMULATOR_PATH, sharing the settings' secret; ``simulator_settings``
+    changes how it behaves, as tests do to shorten its delays.
+    """
     if settings is None and desk is None:
         settings = Settings.from_env()
 
@@ -53,7 +62,8 @@ def create_app(
     simulator = None
     if settings is not None and settings.uses_simulator:
         simulator = Simulator(
-            SimulatorSettings(
+            simulator_settings
+            or SimulatorSettings(
                 secret=settings.jwt_secret, jwt_header=settings.jwt_header
             )
         )
@@ -98,14 +108,14 @@ async def index(request: Request) -> Response:
 
 async def list_documents(request: Request) -> Response:
     documents = await _desk(request).documents()
-    return JSONResponse({"documents": [_document(d) for d in documents]})
+    return JSONResponse({"documents": [document_json(d) for d in documents]})
 
 
 async def upload(request: Request) -> Response:
     desk = _desk(request)
     async with _uploaded_file(request, desk.max_upload_bytes) as file:
         document = await desk.upload(file.filename or "", _chunks(file))
-    return JSONResponse(_document(document), status_code=201)
+    return JSONResponse(document_json(document), status_code=201)
 
 
 async def create_blank(request: Request) -> Response:
@@ -114,12 +124,12 @@ async def create_blank(request: Request) -> Response:
     if not isinstance(title, str) or not isinstance(extension, str):
         raise InvalidRequest("'title' and 'format' must be strings")
     document = await _desk(request).create(title, extension.lower().lstrip("."))
-    return JSONResponse(_document(document), status_code=201)
+    return JSONResponse(document_json(document), status_code=201)
 
 
 async def get_document(request: Request) -> Response:
     document = await _desk(request).document(request.path_params["id"])
-    return JSONResponse(_document(document))
+    return JSONResponse(document_json(document))
 
 
 async def delete_document(request: Request) -> Response:
@@ -136,14 +146,14 @@ async def document_content(request: Request) -> Response:
 
 async def list_versions(request: Request) -> Response:
     versions = await _desk(request).versions(request.path_params["id"])
-    return JSONResponse({"versions": [_version(v) for v in versions]})
+    return JSONResponse({"versions": [version_json(v) for v in versions]})
 
 
 async def add_version(request: Request) -> Response:
     desk = _desk(request)
     async with _uploaded_file(request, desk.max_upload_bytes) as file:
         version = await desk.add_version(request.path_params["id"], _chunks(file))
-    return JSONResponse(_version(version), status_code=201)
+    return JSONResponse(version_json(version), status_code=201)
 
 
 async def version_content(request: Request) -> Response:
@@ -161,7 +171,7 @@ async def restore_version(request: Request) -> Response:
     version = await desk.restore(
         request.path_params["id"], request.path_params["number"]
     )
-    return JSONResponse(_version(version), status_code=201)
+    return JSONResponse(version_json(version), status_code=201)
 
 
 async def editor_config(request: Request) -> Response:
@@ -259,44 +269,6 @@ ROUTES = [
     Route("/ds/documents/{id}/file", ds_file, methods=["GET"]),
     Route("/ds/documents/{id}/callback", ds_callback, methods=["POST"]),
 ]
-
-
-# Shapes
-
-
-def _document(document: DocumentRecord) -> dict[str, Any]:
-    return {
-        "id": document.id,
-        "title": document.title,
-        "file_type": document.file_type,
-        "document_type": str(format_for(document.file_type).document_type),
-        "version": document.current_version,
-        "size": document.size,
-        "sha256": document.sha256,
-        "created": document.created.isoformat(),
-        "updated": document.updated.isoformat(),
-        "editors": list(document.editors),
-    }
-
-
-def _version(version: VersionRecord) -> dict[str, Any]:
-    author = None
-    if version.author_id is not None:
-        author = {"id": version.author_id, "name": version.author_name}
-    return {
-        "version": version.number,
-        "file_type": version.file_type,
-        "size": version.size,
-        "sha256": version.sha256,
-        "created": version.created.isoformat(),
-        "author": author,
-        "source": str(version.source),
-        "status": version.status,
-        "forcesave_type": version.forcesave_type,
-        "restored_from": version.restored_from,
-        "has_changes": version.changes_blob is not None,
-        "note": version.note,
-    }
 
 
 def _file_response(desk: DocDesk, version: VersionRecord, filename: str) -> Response:
