@@ -73,14 +73,81 @@ def serve(host: str, port: int, log_level: str) -> None:
     settings = _settings(host=host, port=port)
     if settings.uses_simulator:
         logger.warning(
-            "no Document Server configured; set DOCDESK_DOCUMENT_SERVER_URL "
-            "and DOCDESK_JWT_SECRET to use ONLYOFFICE Docs"
+            "no Document Server configured: the built-in simulator serves at %s; "
+            "set DOCDESK_DOCUMENT_SERVER_URL and DOCDESK_JWT_SECRET to use "
+            "ONLYOFFICE Docs",
+            settings.effective_document_server_url,
         )
     logger.info(
         "serving public_url=%s data_dir=%s", settings.public_url, settings.data_dir
     )
     uvicorn.run(
         create_app(settings),
+        host=host,
+        port=port,
+        access_log=False,
+        log_config=None,
+        server_header=False,
+    )
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--secret",
+    envvar="DOCDESK_JWT_SECRET",
+    required=True,
+    help="The JWT secret shared with the integration under test.",
+)
+@click.option("--jwt-header", default="Authorization", show_default=True)
+@click.option(
+    "--save-delay",
+    default=5.0,
+    show_default=True,
+    type=float,
+    help="Seconds from the last editor leaving to the status-2 callback.",
+)
+@click.option(
+    "--forcesave-interval",
+    type=float,
+    default=None,
+    help="Force-save (type 2) this often after changes; off by default.",
+)
+@click.option(
+    "--link-lifetime",
+    default=900.0,
+    show_default=True,
+    type=float,
+    help="Seconds a /cache/files link stays valid.",
+)
+@click.option("--log-level", default="info", show_default=True)
+def simulator(
+    host: str,
+    port: int,
+    secret: str,
+    jwt_header: str,
+    save_delay: float,
+    forcesave_interval: float | None,
+    link_lifetime: float,
+    log_level: str,
+) -> None:
+    """Serve a stand-in for ONLYOFFICE Docs, faithful to its protocol."""
+    import uvicorn
+
+    from docdesk.simulator import SimulatorSettings, create_simulator_app
+
+    _configure_logging(log_level)
+    settings = SimulatorSettings(
+        secret=secret,
+        jwt_header=jwt_header,
+        save_delay=save_delay,
+        forcesave_interval=forcesave_interval,
+        link_lifetime=link_lifetime,
+    )
+    logger.info("simulator serving url=http://%s:%d", host, port)
+    uvicorn.run(
+        create_simulator_app(settings),
         host=host,
         port=port,
         access_log=False,
