@@ -153,9 +153,23 @@ def _ordered(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _says_no_error(answer: str) -> bool:
-    """The DS compares loosely: ``0`` and ``"0"`` both mean success."""
+    """Whether ``error`` equals 0 by JavaScript's ``==``, as the DS compares.
+
+    So ``0``, ``0.0``, ``false``, ``"0"``, ``" 0 "`` and ``""`` all succeed;
+    a missing ``error`` and ``null`` do not.
+    """
     try:
         reply = json.loads(answer)
     except ValueError:
         return False
-    return isinstance(reply, dict) and str(reply.get("error")) == "0"
+    if not isinstance(reply, dict):
+        return False
+    error = reply.get("error")
+    if isinstance(error, bool | int | float):
+        return error == 0
+    if isinstance(error, str):
+        try:
+            return float(error.strip() or "0") == 0
+        except ValueError:
+            return False
+    return False

@@ -97,6 +97,8 @@ class DocumentSession:
     forcesaved: int | None = None
     forcesaved_at: datetime | None = None
     saving: bool = False
+    # Every /cache/files path handed out for this session.
+    cached: list[str] = field(default_factory=list)
     save_task: asyncio.Task[None] | None = None
     timer_task: asyncio.Task[None] | None = None
 
@@ -206,7 +208,11 @@ class Simulator:
         return editor
 
     def _check_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Verify the config's token and return what the DS would believe."""
+        """Verify the config's token and return what the DS would believe.
+
+        That is the page's config with the token's values over it: what the
+        token holds wins, what it leaves out comes from the page.
+        """
         token = config.get("token")
         if not isinstance(token, str):
             raise ConfigRejected(TOKEN_ERROR, "the config has no token")
@@ -240,7 +246,7 @@ class Simulator:
 
         if not isinstance(document["key"], str) or not is_document_key(document["key"]):
             raise ConfigRejected(TOKEN_ERROR, "document.key is not a valid key")
-        return claims
+        return _overlaid(config, claims)
 
     async def _open_session(
         self, document: Mapping[str, Any], base_url: str
@@ -307,7 +313,8 @@ class Simulator:
             return bytes(data)
 
     def _join(self, session: DocumentSession, editor: Editor) -> None:
-        if session.save_task is not None:
+        # Only an editor coming back takes the session over again.
+        if editor.edits and session.save_task is not None:
             session.save_task.cancel()
             session.save_task = None
         session.editors[editor.id] = editor
@@ -522,7 +529,12 @@ class Simulator:
         if delivered:
             self._saved_keys[session.key] = time.time()
             self.forgotten.pop(session.key, None)
-        elif assembled.data is not None:
+            return
+        # A save nobody took wipes the session's cache; the file lives on
+        # as the forgotten one.
+        for path in session.cached:
+            self.cache.remove(path)
+        if assembled.data is not None:
             path = self.cache.put(
                 session.key, f"output.{session.file_type}", assembled.data
             )
@@ -575,9 +587,9 @@ class Simulator:
         return Assembled(ok=fault != "corrupt", data=data)
 
     def _link(self, session: DocumentSession, name: str, data: bytes) -> str:
-        return self.cache.link(
-            session.base_url, self.cache.put(session.key, name, data)
-        )
+        path = self.cache.put(session.key, name, data)
+        session.cached.append(path)
+        return self.cache.link(session.base_url, path)
 
     # Commands
 
@@ -674,6 +686,13 @@ class Simulator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _overlaid(page: Mapping[str, Any], claims: Mapping[str, Any]) -> dict[str, Any]:
+    merged = {**page, **claims}
+    for part in ("document", "editorConfig"):
+        merged[part] = {**page.get(part, {}), **claims.get(part, {})}
+    return merged
 
 
 @dataclass(frozen=True)
