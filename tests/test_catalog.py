@@ -281,7 +281,7 @@ class TestMigrations:
     ) -> None:
         catalog = Catalog.from_url(f"sqlite+aiosqlite:///{tmp_path / 'new.sqlite3'}")
         try:
-            assert await catalog.pending_migrations() == ["0001"]
+            assert await catalog.pending_migrations() == ["0001", "0002"]
             await catalog.migrate()
             await catalog.migrate()
             assert await catalog.pending_migrations() == []

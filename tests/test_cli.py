@@ -285,7 +285,7 @@ class TestMigrate:
         second = database("migrate")
 
         assert first.exit_code == 0
-        assert "pending revisions: 0001" in first.stdout
+        assert "pending revisions: 0001, 0002" in first.stdout
         assert first.stdout.rstrip().endswith("up to date")
         assert second.exit_code == 0
         assert "pending revisions" not in second.stdout

@@ -34,6 +34,7 @@ from docdesk.callback import (
 )
 from docdesk.catalog import (
     CallbackRecord,
+    CaptureRecord,
     Catalog,
     DocumentRecord,
     KeyRecord,
@@ -42,11 +43,14 @@ from docdesk.catalog import (
     VersionRecord,
     VersionSource,
 )
+from docdesk.commands import CommandError, CommandService
 from docdesk.downloads import Fetcher, check_address
 from docdesk.editor import EditorConfig, EditorMode, Permissions, User, new_document_key
 from docdesk.errors import (
+    CaptureTimeout,
     ConfigurationError,
     DocdeskError,
+    DocumentServerError,
     DownloadError,
     DownloadRefused,
     Forbidden,
@@ -60,7 +64,7 @@ from docdesk.links import Links
 from docdesk.settings import Settings
 from docdesk.storage import BlobStore, open_store
 
-__all__ = ["CallbackReply", "DocDesk", "is_document_id"]
+__all__ = ["CallbackReply", "Capture", "DocDesk", "is_document_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,10 @@ MAX_TITLE = 128
 # The DS signs callbacks for 5 minutes and we allow 60 s of skew: a token
 # older than that cannot come back, so it need not be remembered longer.
 DELIVERY_MEMORY = 300 + 2 * tokens.LEEWAY
+
+
+# The userdata of a capture's force save: this, then the capture's token.
+CAPTURE = "docdesk-capture:"
 
 
 def is_document_id(value: str) -> bool:
@@ -86,6 +94,14 @@ class CallbackReply:
 
     def body(self) -> dict[str, int]:
         return {"error": self.error}
+
+
+@dataclass(frozen=True)
+class Capture:
+    """What a capture produced: ``saved``, ``unchanged`` or ``not_editing``."""
+
+    version: VersionRecord
+    outcome: str
 
 
 class DocDesk:
@@ -106,8 +122,10 @@ class DocDesk:
         jwt_header: str = "Authorization",
         max_upload_bytes: int = 100 * 1024 * 1024,
         url_map: Mapping[str, str] | None = None,
+        commands: CommandService | None = None,
     ) -> None:
         self.store = store
+        self.commands = commands
         self.catalog = catalog
         self.fetcher = fetcher
         self.links = links
@@ -154,9 +172,17 @@ class DocDesk:
             jwt_header=settings.jwt_header,
             max_upload_bytes=settings.max_upload_bytes,
             url_map=_url_map(settings),
+            commands=CommandService(
+                settings.document_server_internal_url
+                or settings.effective_document_server_url,
+                settings.jwt_secret,
+                header=settings.jwt_header,
+            ),
         )
 
     async def close(self) -> None:
+        if self.commands is not None:
+            await self.commands.aclose()
         await self.fetcher.aclose()
         await self.store.close()
         await self.catalog.close()
@@ -281,6 +307,170 @@ class DocDesk:
             await self.store.delete(name)
         logger.info("document deleted document=%s blobs=%d", document_id, len(names))
 
+    async def rename(self, document_id: str, title: str) -> DocumentRecord:
+        """Rename a document; editors open on it are told through ``meta``.
+
+        The extension stays the document's own: the title names the format.
+        """
+        document = await self.document(document_id)
+        name = clean_title(title)
+        if not name.lower().endswith(f".{document.file_type}"):
+            name = f"{name}.{document.file_type}"
+        renamed = await self.catalog.rename(document.id, name)
+        if self.commands is not None:
+            try:
+                await self.commands.meta(document.key, title=name)
+            except DocdeskError as exc:
+                logger.warning(
+                    "rename not pushed document=%s reason=%s", document.id, exc
+                )
+        return renamed
+
+    async def copy(
+        self, document_id: str, title: str | None = None, *, author: User | None = None
+    ) -> DocumentRecord:
+        """A new document holding a copy of this one's current version."""
+        document = await self.document(document_id)
+        version = await self.version(document.id, document.current_version)
+        stem = document.title.rpartition(".")[0] or document.title
+        name = clean_title(title or f"{stem} (copy)")
+        if not name.lower().endswith(f".{document.file_type}"):
+            name = f"{name}.{document.file_type}"
+        return await self.upload(name, self.store.read(version.blob), author=author)
+
+    # Capture
+
+    async def capture(
+        self, document_id: str, *, wait: float = 30.0, poll: float = 0.1
+    ) -> Capture:
+        """Force-save the document now and return the version it produced.
+
+        Asks the DS through the command service with a userdata of our own,
+        then watches the catalog for the status-6 callback carrying it, so
+        the wait ends whichever docdesk instance the callback reaches. When
+        nobody edits, or nothing changed, the current version is the answer.
+        """
+        document = await self.document(document_id)
+        if self.commands is None:
+            raise ConfigurationError(
+                "capture needs the Document Server's command service"
+            )
+        token = secrets.token_urlsafe(24)
+        await self.catalog.add_capture(token, document.id, document.key)
+
+        error = await self.commands.forcesave(document.key, userdata=CAPTURE + token)
+        if error in (CommandError.NOT_MODIFIED, CommandError.DOCUMENT_ID):
+            outcome = (
+                "unchanged" if error is CommandError.NOT_MODIFIED else "not_editing"
+            )
+            await self.catalog.resolve_capture(token, outcome)
+            return Capture(await self.version(document.id), outcome)
+        if error is not CommandError.NO_ERROR:
+            await self.catalog.resolve_capture(token, "failed")
+            raise DocumentServerError(
+                f"the Document Server refused the force save: error {int(error)}"
+            )
+
+        record = await self._wait_for_capture(token, wait, poll)
+        if record.outcome == "failed":
+            raise DocumentServerError("the Document Server could not assemble the file")
+        version = await self.version(document.id, record.version)
+        return Capture(version, "saved" if record.version else "unchanged")
+
+    async def _wait_for_capture(
+        self, token: str, wait: float, poll: float
+    ) -> CaptureRecord:
+        with anyio.move_on_after(wait):
+            while True:
+                record = await self.catalog.capture(token)
+                if record is not None and record.resolved is not None:
+                    return record
+                await anyio.sleep(poll)
+        if not await self.catalog.resolve_capture(token, "timeout"):
+            # The callback won the race against the deadline.
+            found = await self.catalog.capture(token)
+            if found is not None:
+                return found
+        raise CaptureTimeout(
+            f"no force-save callback came back within {wait:g} s; nothing was saved "
+            "for this capture (check that the Document Server reaches the callback URL)"
+        )
+
+    async def _settle_capture(
+        self, payload: CallbackPayload | None, reply: CallbackReply
+    ) -> None:
+        """Resolve the capture a status 6 or 7 answers, if it is one of ours."""
+        if payload is None or not (payload.userdata or "").startswith(CAPTURE):
+            return
+        if payload.status not in (
+            CallbackStatus.MUST_FORCE_SAVE,
+            CallbackStatus.CORRUPTED_FORCE_SAVE,
+        ):
+            return
+        token = (payload.userdata or "").removeprefix(CAPTURE)
+        if reply.error or payload.status.corrupted:
+            await self.catalog.resolve_capture(token, "failed")
+        else:
+            await self.catalog.resolve_capture(token, "saved", reply.version)
+
+    # History inside the editor
+
+    async def history(self, document_id: str) -> dict[str, Any]:
+        """What ``docEditor.refreshHistory`` takes, for ``onRequestHistory``."""
+        document = await self.document(document_id)
+        entries = []
+        for version in await self.versions(document.id):
+            entry: dict[str, Any] = {
+                "version": version.number,
+                "key": _history_key(document, version),
+                "created": version.created.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+            if version.author_id:
+                entry["user"] = {
+                    "id": version.author_id,
+                    "name": version.author_name or version.author_id,
+                }
+            history = version.history or {}
+            if history.get("changes"):
+                entry["changes"] = history["changes"]
+                entry["serverVersion"] = history.get("serverVersion")
+            entries.append(entry)
+        return {"currentVersion": document.current_version, "history": entries}
+
+    async def history_data(self, document_id: str, number: int) -> dict[str, Any]:
+        """The signed object for ``docEditor.setHistoryData``."""
+        document = await self.document(document_id)
+        version = await self.version(document.id, number)
+        data: dict[str, Any] = {
+            "version": number,
+            "key": _history_key(document, version),
+            "fileType": version.file_type,
+            "url": self.links.version_url(document.id, number),
+        }
+        if version.changes_blob and number > 1:
+            previous = await self.version(document.id, number - 1)
+            data["changesUrl"] = self.links.changes_url(document.id, number)
+            data["previous"] = {
+                "key": _history_key(document, previous),
+                "fileType": previous.file_type,
+                "url": self.links.version_url(document.id, number - 1),
+            }
+        data["token"] = tokens.sign(data, self._secret)
+        return data
+
+    async def open_version(
+        self, document_id: str, number: int, signature: str, *, changes: bool = False
+    ) -> tuple[VersionRecord, AsyncIterator[bytes]]:
+        """A version's file, or the changes that made it, for the DS's history."""
+        check = self.links.check_changes if changes else self.links.check_version
+        if not (is_document_id(document_id) and check(document_id, number, signature)):
+            raise Forbidden("the history link's signature does not match")
+        version = await self.catalog.version(document_id, number)
+        blob = version.changes_blob if changes else version.blob
+        if blob is None:
+            raise NotFound(f"version {number} kept no changes")
+        return version, self.store.read(blob)
+
     # The editor
 
     async def editor_config(
@@ -376,6 +566,7 @@ class DocDesk:
         else:
             detail = None
 
+        await self._settle_capture(payload, reply)
         await self._log_callback(document_id, payload, reply, detail, started, source)
         return reply
 
@@ -654,6 +845,17 @@ def clean_title(filename: str) -> str:
         stem, dot, extension = name.rpartition(".")
         name = stem[: MAX_TITLE - len(extension) - 1] + dot + extension
     return name
+
+
+def _history_key(document: DocumentRecord, version: VersionRecord) -> str:
+    """A key for one version in the editor's history, never an editing key.
+
+    The current version is the document as it opens, under its own key;
+    every older one gets a key of its own, stable and in the DS's alphabet.
+    """
+    if version.number == document.current_version:
+        return document.key
+    return f"{document.id}-v{version.number}-{version.sha256[:16]}"
 
 
 def _checked_id(document_id: str) -> str:

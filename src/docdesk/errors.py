@@ -14,6 +14,8 @@ The tree::
     ├── DownloadError                      fetching a Document Server URL
     │   ├── DownloadRefused                the URL breaks the download policy
     │   └── DownloadFailed                 the network or the server failed us
+    ├── DocumentServerError                the DS did not answer, or refused
+    │   └── CaptureTimeout                 no callback came back for a capture
     └── BackendError                       storage or catalog trouble
         ├── StorageError (OSError)
         └── CatalogError
@@ -28,9 +30,11 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "CaptureTimeout",
     "CatalogError",
     "ConfigurationError",
     "DocdeskError",
+    "DocumentServerError",
     "DownloadError",
     "DownloadFailed",
     "DownloadRefused",
@@ -127,6 +131,24 @@ class DownloadFailed(DownloadError):
 
     code = "download_failed"
     transient = True
+
+
+class DocumentServerError(DocdeskError):
+    """The Document Server could not be reached, or refused what we asked."""
+
+    status_code = 502
+    code = "document_server_error"
+    transient = True
+
+
+class CaptureTimeout(DocumentServerError):
+    """The DS took a force save but no callback brought its file in time.
+
+    Nothing was saved for it; a late callback still saves as usual.
+    """
+
+    status_code = 504
+    code = "capture_timeout"
 
 
 class BackendError(DocdeskError):

@@ -35,6 +35,22 @@ class Links:
         query = urlencode({"sig": self._sign("callback", document_id)})
         return f"{self._base(document_id)}/callback?{query}"
 
+    def version_url(self, document_id: str, number: int) -> str:
+        """Where the DS fetches an old version to show it in the history."""
+        query = urlencode({"sig": self._sign("version", document_id, str(number))})
+        return f"{self._base(document_id)}/versions/{number}/file?{query}"
+
+    def changes_url(self, document_id: str, number: int) -> str:
+        """The changes archive that made a version, for history highlighting."""
+        query = urlencode({"sig": self._sign("changes", document_id, str(number))})
+        return f"{self._base(document_id)}/versions/{number}/changes?{query}"
+
+    def check_version(self, document_id: str, number: int, signature: str) -> bool:
+        return self._check(signature, "version", document_id, str(number))
+
+    def check_changes(self, document_id: str, number: int, signature: str) -> bool:
+        return self._check(signature, "changes", document_id, str(number))
+
     def check_document(self, document_id: str, key: str, signature: str) -> bool:
         return self._check(signature, "file", document_id, key)
 

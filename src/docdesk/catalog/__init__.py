@@ -2,6 +2,7 @@
 
 from docdesk.catalog.records import (
     CallbackRecord,
+    CaptureRecord,
     DocumentRecord,
     KeyRecord,
     NewVersion,
@@ -13,6 +14,7 @@ from docdesk.catalog.store import Catalog
 
 __all__ = [
     "CallbackRecord",
+    "CaptureRecord",
     "Catalog",
     "DocumentRecord",
     "KeyRecord",

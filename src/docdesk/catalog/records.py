@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "CallbackRecord",
+    "CaptureRecord",
     "DocumentRecord",
     "KeyRecord",
     "NewVersion",
@@ -114,3 +115,16 @@ class RecoveryRecord:
     reason: str
     restored_version: int | None = None
     id: int | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaptureRecord:
+    """A force save docdesk asked for, and what became of it."""
+
+    token: str
+    document_id: str
+    key: str
+    created: datetime
+    resolved: datetime | None = None
+    outcome: str | None = None
+    version: int | None = None

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from docdesk.catalog import migrations
 from docdesk.catalog.records import (
     CallbackRecord,
+    CaptureRecord,
     DocumentRecord,
     KeyRecord,
     NewVersion,
@@ -33,6 +34,7 @@ from docdesk.catalog.records import (
 )
 from docdesk.catalog.tables import (
     callbacks,
+    captures,
     deliveries,
     documents,
     keys,
@@ -130,6 +132,9 @@ class Catalog:
             names += [name for (name,) in kept_aside]
             await conn.execute(
                 delete(recoveries).where(recoveries.c.document_id == document_id)
+            )
+            await conn.execute(
+                delete(captures).where(captures.c.document_id == document_id)
             )
             await conn.execute(delete(keys).where(keys.c.document_id == document_id))
             await conn.execute(
@@ -297,6 +302,45 @@ class Catalog:
         async with self._connect() as conn:
             rows = await conn.execute(query)
             return [CallbackRecord(**_aware(row._asdict())) for row in rows]
+
+    # Captures
+
+    async def add_capture(self, token: str, document_id: str, key: str) -> None:
+        async with self._begin() as conn:
+            await conn.execute(
+                insert(captures).values(
+                    token=token, document_id=document_id, key=key, created=_now()
+                )
+            )
+
+    async def resolve_capture(
+        self, token: str, outcome: str, version: int | None = None
+    ) -> bool:
+        """Record what became of a capture, once; False if it was resolved."""
+        async with self._begin() as conn:
+            result = await conn.execute(
+                update(captures)
+                .where(captures.c.token == token, captures.c.resolved.is_(None))
+                .values(resolved=_now(), outcome=outcome, version=version)
+            )
+            return bool(result.rowcount)
+
+    async def capture(self, token: str) -> CaptureRecord | None:
+        async with self._connect() as conn:
+            row = (
+                await conn.execute(select(captures).where(captures.c.token == token))
+            ).first()
+        return None if row is None else CaptureRecord(**_aware(row._asdict()))
+
+    async def rename(self, document_id: str, title: str) -> DocumentRecord:
+        async with self._begin() as conn:
+            await _lock_document(conn, document_id)
+            await conn.execute(
+                update(documents)
+                .where(documents.c.id == document_id)
+                .values(title=title, updated=_now())
+            )
+            return await _document(conn, document_id)
 
     # Recoveries
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
 
 __all__ = [
     "callbacks",
+    "captures",
     "deliveries",
     "documents",
     "keys",
@@ -139,4 +140,20 @@ deliveries = Table(
     Column("document_id", String(32), nullable=False),
     Column("status", Integer, nullable=False),
     Column("expires", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Force saves docdesk asked for, each known by the userdata it sent. The
+# status-6 callback that carries the userdata resolves it, on whichever
+# instance it lands; the instance that asked watches the row.
+captures = Table(
+    "captures",
+    metadata,
+    Column("token", String(64), primary_key=True),
+    Column("document_id", String(32), nullable=False, index=True),
+    Column("key", String(128), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("resolved", DateTime(timezone=True)),
+    # saved, unchanged, failed, timeout
+    Column("outcome", String(32)),
+    Column("version", Integer),
 )

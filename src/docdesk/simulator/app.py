@@ -46,6 +46,7 @@ STALL_SECONDS = 3600.0
 FAULTS = {
     "download": ("fail", "truncate", "stall"),
     "assembly": ("fail", "corrupt"),
+    "callback": ("drop",),
 }
 
 
@@ -390,6 +391,7 @@ async def faults(request: Request) -> Response:
             "download": simulator.faults.download,
             "assembly": simulator.faults.assembly,
             "command": simulator.faults.command,
+            "callback": simulator.faults.callback,
         }
     )
 

@@ -68,10 +68,16 @@ class SentCallback:
 class CallbackSender:
     """Signs, posts and judges callbacks; retries where the DS retries."""
 
-    def __init__(self, settings: SimulatorSettings, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        settings: SimulatorSettings,
+        client: httpx.AsyncClient,
+        faults: list[str] | None = None,
+    ) -> None:
         self.settings = settings
         self.client = client
         self.sent: list[SentCallback] = []
+        self._faults = faults if faults is not None else []
 
     async def send(
         self,
@@ -101,11 +107,15 @@ class CallbackSender:
         body, header_token = self._sign(fields)
         headers = {self.settings.jwt_header: f"Bearer {header_token}"}
         http_status: int | None = None
-        try:
-            response = await self.client.post(url, json=body, headers=headers)
-            http_status, answer = response.status_code, response.text
-        except httpx.HTTPError as exc:
-            answer = type(exc).__name__
+        if self._faults and self._faults[0] == "drop":
+            self._faults.pop(0)
+            answer = "dropped"
+        else:
+            try:
+                response = await self.client.post(url, json=body, headers=headers)
+                http_status, answer = response.status_code, response.text
+            except httpx.HTTPError as exc:
+                answer = type(exc).__name__
 
         success = http_status == 200 and _says_no_error(answer)
         answer = answer[:200]

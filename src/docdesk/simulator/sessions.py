@@ -140,6 +140,9 @@ class Faults:
     download: list[str] = field(default_factory=list)
     assembly: list[str] = field(default_factory=list)
     command: list[int] = field(default_factory=list)
+    # "drop": the next callback attempt never reaches the integrator, as on
+    # a network error (a status 2 or 3 is then retried, as ever).
+    callback: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -159,11 +162,11 @@ class Simulator:
             timeout=settings.callback_timeout, trust_env=False
         )
         self.cache = Cache(settings.secret, lifetime=settings.link_lifetime)
-        self.sender = CallbackSender(settings, self.client)
+        self.faults = Faults()
+        self.sender = CallbackSender(settings, self.client, self.faults.callback)
         self.sessions: dict[str, DocumentSession] = {}
         self.editors: dict[str, Editor] = {}
         self.forgotten: dict[str, Forgotten] = {}
-        self.faults = Faults()
         self._saved_keys: dict[str, float] = {}
         self._closed: dict[str, ClosedCopy] = {}
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -40,6 +40,8 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 
 READ_CHUNK = 262_144
+# How long a capture waits for its force-save callback.
+CAPTURE_WAIT = 30.0
 DEFAULT_USER = User(id="docdesk-user", name="docdesk user")
 
 
@@ -83,7 +85,7 @@ def create_app(
             if desk is None:
                 await opened.close()
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[Middleware(RequestLog)],
@@ -92,6 +94,8 @@ def create_app(
             HTTPException: _http_error,
         },
     )
+    app.state.settings = settings
+    return app
 
 
 def _desk(request: Request) -> DocDesk:
@@ -190,6 +194,45 @@ async def editor_config(request: Request) -> Response:
     return JSONResponse(config)
 
 
+async def capture(request: Request) -> Response:
+    """Force-save now; answer the document with the version it produced."""
+    desk = _desk(request)
+    captured = await desk.capture(request.path_params["id"], wait=CAPTURE_WAIT)
+    document = await desk.document(request.path_params["id"])
+    body = document_json(document)
+    body["version"] = captured.version.number
+    body["capture"] = {"outcome": captured.outcome}
+    return JSONResponse(body)
+
+
+async def history(request: Request) -> Response:
+    return JSONResponse(await _desk(request).history(request.path_params["id"]))
+
+
+async def history_data(request: Request) -> Response:
+    desk = _desk(request)
+    data = await desk.history_data(
+        request.path_params["id"], request.path_params["number"]
+    )
+    return JSONResponse(data)
+
+
+async def rename(request: Request) -> Response:
+    title = (await _json_object(request)).get("title")
+    if not isinstance(title, str):
+        raise InvalidRequest("'title' must be a string")
+    document = await _desk(request).rename(request.path_params["id"], title)
+    return JSONResponse(document_json(document))
+
+
+async def copy(request: Request) -> Response:
+    title = (await _json_object(request)).get("title")
+    if title is not None and not isinstance(title, str):
+        raise InvalidRequest("'title' must be a string")
+    document = await _desk(request).copy(request.path_params["id"], title)
+    return JSONResponse(document_json(document), status_code=201)
+
+
 async def callback_log(request: Request) -> Response:
     desk = _desk(request)
     document = await desk.document(request.path_params["id"])
@@ -232,6 +275,30 @@ async def ds_file(request: Request) -> Response:
     )
 
 
+async def ds_version(request: Request) -> Response:
+    return await _history_file(request, changes=False)
+
+
+async def ds_changes(request: Request) -> Response:
+    # The editor fetches the changes from its own frame, across origins.
+    response = await _history_file(request, changes=True)
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+async def _history_file(request: Request, *, changes: bool) -> Response:
+    version, chunks = await _desk(request).open_version(
+        request.path_params["id"],
+        request.path_params["number"],
+        request.query_params.get("sig", ""),
+        changes=changes,
+    )
+    media_type = (
+        "application/zip" if changes else format_for(version.file_type).mime_type
+    )
+    return StreamingResponse(chunks, media_type=media_type)
+
+
 async def ds_callback(request: Request) -> Response:
     body = await _read_body(request, MAX_CALLBACK_BYTES + 1)
     reply = await _desk(request).handle_callback(
@@ -266,8 +333,19 @@ ROUTES = [
     ),
     Route("/api/documents/{id}/editor-config", editor_config, methods=["GET"]),
     Route("/api/documents/{id}/callbacks", callback_log, methods=["GET"]),
+    Route("/api/documents/{id}/capture", capture, methods=["POST"]),
+    Route("/api/documents/{id}/history", history, methods=["GET"]),
+    Route("/api/documents/{id}/history/{number:int}", history_data, methods=["GET"]),
+    Route("/api/documents/{id}/rename", rename, methods=["POST"]),
+    Route("/api/documents/{id}/copy", copy, methods=["POST"]),
     Route("/ds/documents/{id}/file", ds_file, methods=["GET"]),
     Route("/ds/documents/{id}/callback", ds_callback, methods=["POST"]),
+    Route("/ds/documents/{id}/versions/{number:int}/file", ds_version, methods=["GET"]),
+    Route(
+        "/ds/documents/{id}/versions/{number:int}/changes",
+        ds_changes,
+        methods=["GET"],
+    ),
 ]
 
 

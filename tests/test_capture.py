@@ -1,0 +1,146 @@
+"""Capture: force-save an open document now and answer the version it made.
+
+Over real HTTP, against docdesk with its embedded simulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.types import ASGIApp
+
+from docdesk.formats import blank_document
+from docdesk.settings import SIMULATOR_PATH, Settings
+from docdesk.simulator.edits import read_text
+from docdesk.testing import ControlClient, fast_settings, serve_app_at
+from docdesk.web import app as web_app
+from docdesk.web import create_app
+
+
+@pytest.fixture
+def service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[httpx.Client, ControlClient]]:
+    monkeypatch.setattr(web_app, "CAPTURE_WAIT", 1.0)
+
+    def make_app(url: str) -> ASGIApp:
+        settings = Settings.from_env(
+            {"DOCDESK_DATA_DIR": str(tmp_path), "DOCDESK_PUBLIC_URL": url}
+        )
+        fast = fast_settings(secret=settings.jwt_secret)
+        return create_app(settings, simulator_settings=fast)
+
+    with (
+        serve_app_at(make_app) as running,
+        httpx.Client(base_url=running.url, timeout=30) as api,
+        ControlClient(running.url + SIMULATOR_PATH) as control,
+    ):
+        yield api, control
+
+
+def upload(api: httpx.Client) -> str:
+    response = api.post(
+        "/api/documents", files={"file": ("Form.docx", blank_document("docx"))}
+    )
+    document_id: str = response.json()["id"]
+    return document_id
+
+
+def open_editor(api: httpx.Client, control: ControlClient, document_id: str) -> str:
+    config: dict[str, Any] = api.get(
+        f"/api/documents/{document_id}/editor-config",
+        params={"user_id": "ann", "user_name": "Ann"},
+    ).json()
+    return control.open(config)
+
+
+def versions(api: httpx.Client, document_id: str) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = api.get(
+        f"/api/documents/{document_id}/versions"
+    ).json()["versions"]
+    return listed
+
+
+def test_a_capture_of_an_edited_document_answers_the_new_version(
+    service: tuple[httpx.Client, ControlClient],
+) -> None:
+    api, control = service
+    document_id = upload(api)
+    editor = open_editor(api, control, document_id)
+    control.edit(editor, "filled in")
+
+    captured = api.post(f"/api/documents/{document_id}/capture")
+
+    assert captured.status_code == 200
+    body = captured.json()
+    assert body["version"] == 2
+    assert body["capture"] == {"outcome": "saved"}
+    saved = versions(api, document_id)[-1]
+    assert (saved["source"], saved["forcesave_type"]) == ("forcesave", 0)
+    content = api.get(f"/api/documents/{document_id}/versions/2/content").content
+    assert read_text("docx", content) == ["filled in"]
+
+
+def test_a_capture_with_nothing_changed_answers_the_current_version(
+    service: tuple[httpx.Client, ControlClient],
+) -> None:
+    api, control = service
+    document_id = upload(api)
+    open_editor(api, control, document_id)
+
+    captured = api.post(f"/api/documents/{document_id}/capture").json()
+
+    assert captured["version"] == 1
+    assert captured["capture"] == {"outcome": "unchanged"}
+    assert len(versions(api, document_id)) == 1
+
+
+def test_a_capture_with_nobody_editing_answers_the_current_version(
+    service: tuple[httpx.Client, ControlClient],
+) -> None:
+    api, _ = service
+    document_id = upload(api)
+
+    captured = api.post(f"/api/documents/{document_id}/capture").json()
+
+    assert captured["version"] == 1
+    assert captured["capture"] == {"outcome": "not_editing"}
+
+
+def test_a_capture_whose_callback_never_comes_times_out_and_saves_nothing(
+    service: tuple[httpx.Client, ControlClient],
+) -> None:
+    api, control = service
+    document_id = upload(api)
+    editor = open_editor(api, control, document_id)
+    control.edit(editor, "lost in transit")
+    control.faults(callback="drop")
+
+    captured = api.post(f"/api/documents/{document_id}/capture")
+
+    assert captured.status_code == 504
+    assert captured.json()["error"] == "capture_timeout"
+    assert "nothing was saved" in captured.json()["message"]
+    assert len(versions(api, document_id)) == 1
+    assert api.get(f"/api/documents/{document_id}").json()["version"] == 1
+
+
+def test_a_second_capture_after_the_first_saves_only_new_edits(
+    service: tuple[httpx.Client, ControlClient],
+) -> None:
+    api, control = service
+    document_id = upload(api)
+    editor = open_editor(api, control, document_id)
+    control.edit(editor, "one")
+    first = api.post(f"/api/documents/{document_id}/capture").json()
+    control.edit(editor, "two")
+
+    second = api.post(f"/api/documents/{document_id}/capture").json()
+    third = api.post(f"/api/documents/{document_id}/capture").json()
+
+    assert (first["version"], second["version"], third["version"]) == (2, 3, 3)
+    assert third["capture"] == {"outcome": "unchanged"}
