@@ -142,15 +142,18 @@ class CallbackPayload:
 
 @dataclass(frozen=True)
 class SignedCallback:
-    """A verified callback and the identity of this one delivery.
+    """A verified callback, what identifies it, and when it was signed.
 
-    ``delivery`` hashes the verified claims, signing times included. The DS
-    signs each attempt anew, so two requests with one ``delivery`` are one
-    request sent twice, whichever of its tokens they carried.
+    ``delivery`` hashes the verified claims without their signing times:
+    the DS signs the body and header tokens apart, possibly a second apart,
+    and puts freshly signed links in every attempt, so two requests with one
+    ``delivery`` are one request sent twice, whichever token they carried.
+    ``signed`` is the token's ``iat``, which orders status 1 and 4.
     """
 
     payload: CallbackPayload
     delivery: str
+    signed: int | None = None
 
 
 def read_callback(
@@ -170,10 +173,15 @@ def read_callback(
     document = _json_object(body)
 
     claims = tokens.read_request_token(document, headers, secret=secret, header=header)
-    canonical = json.dumps(claims, sort_keys=True, separators=(",", ":"))
+    fields = {k: v for k, v in claims.items() if k not in ("iat", "exp")}
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    signed = claims.get("iat")
     return SignedCallback(
         payload=CallbackPayload.from_claims(claims),
         delivery=hashlib.sha256(canonical.encode()).hexdigest(),
+        signed=signed
+        if isinstance(signed, int) and not isinstance(signed, bool)
+        else None,
     )
 
 

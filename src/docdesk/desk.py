@@ -30,6 +30,7 @@ from docdesk.callback import (
     CallbackPayload,
     CallbackStatus,
     ForceSaveType,
+    SignedCallback,
     read_callback,
 )
 from docdesk.catalog import (
@@ -555,7 +556,7 @@ class DocDesk:
             payload = signed.payload
             issued = await self._issued_key(document_id, payload.key)
             async with self._lock(document_id):
-                reply = await self._act(issued, payload, signed.delivery)
+                reply = await self._act(issued, signed)
         except DocdeskError as exc:
             reply = _failure(exc)
             detail: str | None = exc.message
@@ -578,13 +579,21 @@ class DocDesk:
             raise Forbidden("the callback's key belongs to another document")
         return issued
 
-    async def _act(
-        self, issued: KeyRecord, payload: CallbackPayload, delivery: str
-    ) -> CallbackReply:
+    async def _act(self, issued: KeyRecord, signed: SignedCallback) -> CallbackReply:
+        payload, delivery = signed.payload, signed.delivery
         status = payload.status
         if status in (CallbackStatus.EDITING, CallbackStatus.CLOSED):
             editors = payload.users if status is CallbackStatus.EDITING else ()
-            await self.catalog.set_editors(payload.key, editors)
+            if not await self.catalog.set_editors(
+                payload.key,
+                editors,
+                document_id=issued.document_id,
+                status=status,
+                signed=signed.signed,
+                delivery=delivery,
+                keep=DELIVERY_MEMORY,
+            ):
+                return CallbackReply(200, 0, "stale")
             return CallbackReply(200, 0, "editing" if editors else "closed")
         if status is CallbackStatus.MAIL_MERGE:
             return CallbackReply(200, 0, "ignored")

@@ -154,18 +154,24 @@ class ControlClient:
         """Queue faults: ``download``, ``assembly``, ``command``, ``times``."""
         return self._json("POST", "/faults", faults)
 
-    def callbacks(self) -> list[dict[str, Any]]:
-        """Every callback attempt the simulator made so far."""
-        sent: list[dict[str, Any]] = self._json("GET", "/callbacks")["callbacks"]
+    def callbacks(self, key: str | None = None) -> list[dict[str, Any]]:
+        """Every callback attempt the simulator made so far, or for one key."""
+        path = "/callbacks" if key is None else f"/callbacks?key={key}"
+        sent: list[dict[str, Any]] = self._json("GET", path)["callbacks"]
         return sent
 
     def wait_for_callback(
-        self, status: int, *, count: int = 1, timeout: float = 10.0
+        self,
+        status: int,
+        *,
+        key: str | None = None,
+        count: int = 1,
+        timeout: float = 10.0,
     ) -> dict[str, Any]:
         """The ``count``-th callback attempt with ``status``, once it is answered."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            seen = [c for c in self.callbacks() if c["status"] == status]
+            seen = [c for c in self.callbacks(key) if c["status"] == status]
             if len(seen) >= count:
                 return seen[count - 1]
             time.sleep(0.05)

@@ -17,8 +17,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from docdesk.catalog import migrations
@@ -248,11 +249,40 @@ class Catalog:
             )
             return True
 
-    async def set_editors(self, key: str, editors: Sequence[str]) -> None:
+    async def set_editors(
+        self,
+        key: str,
+        editors: Sequence[str],
+        *,
+        document_id: str,
+        status: int,
+        signed: int | None = None,
+        delivery: str | None = None,
+        keep: float = 0.0,
+    ) -> bool:
+        """Record who edits under ``key``, unless this callback is stale.
+
+        Stale is a replay (``delivery`` already recorded, kept ``keep``
+        seconds) or a callback signed before the one that last set the
+        editors (``signed`` is its ``iat``): the DS does not wait for status
+        1 before going on, so it may arrive late. Returns whether the
+        editors were set. One transaction, so one sync to disk.
+        """
+        now = _now()
         async with self._begin() as conn:
-            await conn.execute(
-                update(keys).where(keys.c.key == key).values(editors=list(editors))
+            if delivery is not None and not await _first_delivery(
+                conn, delivery, document_id, status, now + timedelta(seconds=keep)
+            ):
+                return False
+            query = update(keys).where(keys.c.key == key)
+            if signed is not None:
+                query = query.where(
+                    keys.c.editors_signed.is_(None) | (keys.c.editors_signed <= signed)
+                )
+            result = await conn.execute(
+                query.values(editors=list(editors), editors_signed=signed)
             )
+            return bool(result.rowcount)
 
     # Deliveries
 
@@ -267,23 +297,13 @@ class Catalog:
 
     async def record_delivery(
         self, fingerprint: str, document_id: str, status: int, *, keep: float
-    ) -> None:
-        """Remember a callback token for ``keep`` seconds; forget expired ones."""
-        now = _now()
+    ) -> bool:
+        """Remember a callback for ``keep`` seconds; False if it already was."""
+        expires = _now() + timedelta(seconds=keep)
         async with self._begin() as conn:
-            await conn.execute(delete(deliveries).where(deliveries.c.expires < now))
-            try:
-                async with conn.begin_nested():
-                    await conn.execute(
-                        insert(deliveries).values(
-                            fingerprint=fingerprint,
-                            document_id=document_id,
-                            status=status,
-                            expires=now + timedelta(seconds=keep),
-                        )
-                    )
-            except IntegrityError:
-                logger.debug("delivery already recorded document=%s", document_id)
+            return await _first_delivery(
+                conn, fingerprint, document_id, status, expires
+            )
 
     # The callback log
 
@@ -479,6 +499,32 @@ async def _retire_key(conn: AsyncConnection, key: str, now: datetime) -> None:
     )
 
 
+async def _first_delivery(
+    conn: AsyncConnection,
+    fingerprint: str,
+    document_id: str,
+    status: int,
+    expires: datetime,
+) -> bool:
+    """Record a delivery; False when it was recorded before. Forgets old ones."""
+    await conn.execute(delete(deliveries).where(deliveries.c.expires < _now()))
+    values = {
+        "fingerprint": fingerprint,
+        "document_id": document_id,
+        "status": status,
+        "expires": expires,
+    }
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    statement = (
+        dialect.insert(deliveries)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(deliveries.c.fingerprint)
+    )
+    inserted = await conn.execute(statement)
+    return inserted.first() is not None
+
+
 def _aware(values: dict[str, Any]) -> dict[str, Any]:
     """SQLite hands back naive datetimes; every time docdesk stores is UTC."""
     return {
@@ -505,4 +551,5 @@ def _version_record(row: Row[Any]) -> VersionRecord:
 def _key_record(row: Row[Any]) -> KeyRecord:
     values = _aware(row._asdict())
     values["editors"] = tuple(values.get("editors") or ())
+    values.pop("editors_signed", None)
     return KeyRecord(**values)

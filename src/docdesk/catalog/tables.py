@@ -95,6 +95,9 @@ keys = Table(
     Column("retired", DateTime(timezone=True)),
     # Who edits under this key now, from the last status-1 callback.
     Column("editors", JSON, nullable=False, default=list),
+    # When the callback that set `editors` was signed (its iat): status 1
+    # and 4 may arrive late and out of order.
+    Column("editors_signed", Integer),
 )
 
 callbacks = Table(

@@ -157,6 +157,8 @@ async def _run_command(
         if not isinstance(meta, dict):
             return {"error": CommandError.UNKNOWN_COMMAND}
         return {"error": simulator.meta(key, meta)}
+    if command == "saved":
+        return {"error": simulator.saved(key, str(params.get("status", "")))}
     if command == "getForgotten":
         url = simulator.forgotten_link(key, base_url)
         return {"error": 0, "url": url} if url else {"error": CommandError.DOCUMENT_ID}
@@ -167,7 +169,7 @@ async def _run_command(
 
 
 COMMANDS = frozenset(
-    {"info", "forcesave", "drop", "meta", "getForgotten", "deleteForgotten"}
+    {"info", "forcesave", "drop", "meta", "saved", "getForgotten", "deleteForgotten"}
 )
 
 
@@ -397,8 +399,10 @@ async def faults(request: Request) -> Response:
 
 
 async def sent_callbacks(request: Request) -> Response:
-    """Every callback attempt so far, newest last, for tests to inspect."""
+    """Every callback attempt so far, newest last; ``?key=`` for one key's."""
     sent = _simulator(request).sender.sent
+    if key := request.query_params.get("key"):
+        sent = [s for s in sent if s.key == key]
     return JSONResponse(
         {
             "callbacks": [

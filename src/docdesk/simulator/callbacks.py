@@ -48,6 +48,8 @@ FIELD_ORDER = (
     "filetype",
 )
 RETRY_STATUSES = frozenset({429, *range(500, 600)})
+# requestDefaults.headers in the DS's default.json.
+USER_AGENT = "Node.js/6.13"
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,10 @@ class CallbackSender:
         self, url: str, fields: dict[str, Any], attempt: int
     ) -> tuple[bool, bool]:
         body, header_token = self._sign(fields)
-        headers = {self.settings.jwt_header: f"Bearer {header_token}"}
+        headers = {
+            self.settings.jwt_header: f"Bearer {header_token}",
+            "User-Agent": USER_AGENT,
+        }
         http_status: int | None = None
         if self._faults and self._faults[0] == "drop":
             self._faults.pop(0)

@@ -97,6 +97,8 @@ class DocumentSession:
     forcesaved: int | None = None
     forcesaved_at: datetime | None = None
     saving: bool = False
+    # What a legacy `saved` command said during the final save, if one came.
+    saved_answer: str | None = None
     # Every /cache/files path handed out for this session.
     cached: list[str] = field(default_factory=list)
     save_task: asyncio.Task[None] | None = None
@@ -149,6 +151,7 @@ class Faults:
 class ClosedCopy:
     data: bytes
     at: float
+    callback_url: str | None = None
 
 
 class Simulator:
@@ -369,7 +372,7 @@ class Simulator:
         leaving: list[dict[str, Any]],
     ) -> None:
         self._end(session)
-        self._closed[session.key] = ClosedCopy(session.base, time.time())
+        self._closed[session.key] = ClosedCopy(session.base, time.time(), url)
         fields = {
             "key": session.key,
             "status": CallbackStatus.CLOSED,
@@ -525,6 +528,8 @@ class Simulator:
             session.saving = False
             return
         delivered = url is not None and await self.sender.send(url, fields, retry=True)
+        if session.saved_answer not in (None, "1"):
+            delivered = False
         if session.editor_ids:
             session.saving = False
             return
@@ -599,19 +604,23 @@ class Simulator:
     async def info(
         self, key: str, *, userdata: str | None = None, callback: str | None = None
     ) -> tuple[CommandError, list[str]]:
-        """Post status 1 (or 4 when nobody edits) and wait for the answer."""
+        """Post status 1 (or 4 when nobody edits) and wait for the answer.
+
+        A key closed with no changes is still known while its copy is cached.
+        """
         session = self.sessions.get(key)
-        if session is None:
+        closed = self._closed.get(key)
+        if session is None and closed is None:
             return CommandError.DOCUMENT_ID, []
-        url = callback or session.callback_for(None)
+        if session is not None:
+            url = callback or session.callback_for(None)
+            users, changed = session.editor_ids, bool(session.changes)
+        else:
+            url = callback or (closed.callback_url if closed else None)
+            users, changed = [], False
         if url is None:
             return CommandError.PARSE, []
-        users = session.editor_ids
-        status = (
-            CallbackStatus.EDITING
-            if users or session.changes
-            else CallbackStatus.CLOSED
-        )
+        status = CallbackStatus.EDITING if users or changed else CallbackStatus.CLOSED
         fields: dict[str, Any] = {"key": key, "status": status}
         if status is CallbackStatus.EDITING:
             fields["users"] = users
@@ -619,6 +628,17 @@ class Simulator:
             fields["userdata"] = userdata
         await self.sender.send(url, lambda: dict(fields))
         return CommandError.NO_ERROR, users
+
+    def saved(self, key: str, status: str) -> CommandError:
+        """The legacy ``saved`` command, sent while answering a status 2.
+
+        Anything but ``"1"`` makes the DS take that save as failed.
+        """
+        session = self.sessions.get(key)
+        if session is None or not session.saving:
+            return CommandError.DOCUMENT_ID
+        session.saved_answer = status
+        return CommandError.NO_ERROR
 
     async def drop(self, key: str, users: list[str] | None) -> None:
         session = self.sessions.get(key)

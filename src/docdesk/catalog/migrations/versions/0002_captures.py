@@ -1,4 +1,4 @@
-"""Captures: force saves docdesk asked for, resolved by their callback.
+"""Captures, and the signing time of the callback that set a key's editors.
 
 Revision ID: 0002
 Revises: 0001
@@ -15,6 +15,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("keys", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("editors_signed", sa.Integer(), nullable=True))
     op.create_table(
         "captures",
         sa.Column("token", sa.String(length=64), nullable=False),
@@ -37,3 +39,5 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_captures_document_id"))
 
     op.drop_table("captures")
+    with op.batch_alter_table("keys", schema=None) as batch_op:
+        batch_op.drop_column("editors_signed")

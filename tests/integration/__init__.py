@@ -1,0 +1,1 @@
+"""docdesk served over real HTTP, called by a stand-in Document Server."""
