@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -20,8 +21,9 @@ import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TypeVar
 
 import anyio
 import click
@@ -44,6 +46,9 @@ from docdesk.desk import DocDesk, clean_title
 from docdesk.errors import ConfigurationError, DocdeskError, StorageError
 from docdesk.settings import Settings
 from docdesk.shapes import document_json, version_json
+
+if TYPE_CHECKING:
+    from docdesk.doctor import Check
 
 __all__ = ["main"]
 
@@ -78,6 +83,16 @@ def serve(host: str, port: int, log_level: str) -> None:
             "ONLYOFFICE Docs",
             settings.effective_document_server_url,
         )
+    loopback = ipaddress.ip_address("127.0.0.1")
+    if (
+        settings.uses_simulator
+        and settings.callback_allow
+        and not any(loopback in network for network in settings.callback_allow)
+    ):
+        logger.warning(
+            "DOCDESK_CALLBACK_ALLOW leaves out 127.0.0.1, where the built-in "
+            "simulator calls from: its callbacks will be refused"
+        )
     logger.info(
         "serving public_url=%s data_dir=%s", settings.public_url, settings.data_dir
     )
@@ -88,6 +103,8 @@ def serve(host: str, port: int, log_level: str) -> None:
         access_log=False,
         log_config=None,
         server_header=False,
+        # The guard reads X-Forwarded-For itself, from trusted proxies only.
+        proxy_headers=False,
     )
 
 
@@ -153,7 +170,47 @@ def simulator(
         access_log=False,
         log_config=None,
         server_header=False,
+        # The guard reads X-Forwarded-For itself, from trusted proxies only.
+        proxy_headers=False,
     )
+
+
+@main.command()
+@click.option(
+    "--host",
+    default=None,
+    help="Where `docdesk serve` listens.  [default: the public URL's host]",
+)
+@click.option(
+    "--port",
+    default=None,
+    type=int,
+    help="Where `docdesk serve` listens.  [default: the public URL's port]",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+def doctor(host: str | None, port: int | None, as_json: bool) -> None:
+    """Check the setup: the Document Server, the public URL, storage, database.
+
+    One line per check, with the fix when it fails; the exit status is 1 if
+    any check fails. With no service running, doctor serves the probe the
+    Document Server must fetch from DOCDESK_PUBLIC_URL itself, on the host
+    and port `docdesk serve` would use.
+    """
+    from docdesk.doctor import diagnose, health_json, serve_probe
+
+    _configure_logging("warning")
+    listen = {"host": host, "port": port}
+    settings = _settings(**{k: v for k, v in listen.items() if v is not None})
+    shared = bool(os.environ.get("DOCDESK_JWT_SECRET", "").strip())
+
+    with serve_probe(settings, host=host, port=port) as probe:
+        checks = anyio.run(partial(diagnose, settings, probe, secret_shared=shared))
+
+    if as_json:
+        _print_json(health_json(checks))
+    else:
+        _print_checks(checks)
+    sys.exit(0 if all(check.ok for check in checks) else 1)
 
 
 # The library from the shell
@@ -550,6 +607,18 @@ def _print_table(table: Table, *, empty: str) -> None:
         # Programs and grep read piped output: keep each row whole, on one line.
         console = Console(width=10_000)
     console.print(table)
+
+
+def _print_checks(checks: list[Check]) -> None:
+    """``✓ name  detail`` per check, and the fix beneath; words when piped."""
+    fancy = sys.stdout.isatty() and "utf" in (sys.stdout.encoding or "").lower()
+    marks = ("✓", "!", "✗") if fancy else ("ok  ", "WARN", "FAIL")
+    width = max(len(check.name) for check in checks)
+    for check in checks:
+        mark = marks[2] if not check.ok else marks[1] if check.fix else marks[0]
+        click.echo(f"{mark} {check.name:<{width}}  {check.detail}")
+        if check.fix:
+            click.echo(f"{' ' * (len(mark) + width + 3)}fix: {check.fix}")
 
 
 def _print_json(value: dict[str, Any]) -> None:

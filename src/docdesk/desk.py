@@ -45,7 +45,7 @@ from docdesk.catalog import (
     VersionSource,
 )
 from docdesk.commands import CommandError, CommandService
-from docdesk.downloads import Fetcher, check_address
+from docdesk.downloads import Fetcher, Sink, check_address
 from docdesk.editor import EditorConfig, EditorMode, Permissions, User, new_document_key
 from docdesk.errors import (
     CaptureTimeout,
@@ -62,6 +62,7 @@ from docdesk.errors import (
 )
 from docdesk.formats import Format, blank_document, check_bytes, format_for
 from docdesk.links import Links
+from docdesk.metrics import Metrics
 from docdesk.settings import Settings
 from docdesk.storage import BlobStore, open_store
 
@@ -92,6 +93,7 @@ class CallbackReply:
     error: int
     outcome: str
     version: int | None = None
+    saved_bytes: int | None = None
 
     def body(self) -> dict[str, int]:
         return {"error": self.error}
@@ -124,9 +126,11 @@ class DocDesk:
         max_upload_bytes: int = 100 * 1024 * 1024,
         url_map: Mapping[str, str] | None = None,
         commands: CommandService | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.commands = commands
+        self.metrics = metrics or Metrics()
         self.catalog = catalog
         self.fetcher = fetcher
         self.links = links
@@ -627,7 +631,7 @@ class DocDesk:
         fmt = format_for(payload.filetype or document.file_type)
         stem = f"documents/{document.id}/{secrets.token_hex(8)}"
         async with self.store.create() as blob:
-            await self.fetcher.fetch(self._internal(payload.url), blob)
+            await self._fetch(payload.url, blob)
             check_bytes(fmt, blob.digest.head, blob.digest.tail, blob.digest.size)
             if blob.digest.sha256 == document.sha256:
                 if ends_session:
@@ -660,7 +664,7 @@ class DocDesk:
             note="; ".join(notes) or None,
         )
         saved = await self._commit(document.id, version, ends_session=ends_session)
-        return CallbackReply(200, 0, "saved", saved.number)
+        return CallbackReply(200, 0, "saved", saved.number, saved_bytes=saved.size)
 
     async def _already_kept(
         self, document: DocumentRecord, payload: CallbackPayload
@@ -693,7 +697,7 @@ class DocDesk:
                 continue
             try:
                 async with self.store.create() as blob:
-                    await self.fetcher.fetch(self._internal(url), blob)
+                    await self._fetch(url, blob)
                     await blob.commit(name)
                 kept.append(name)
             except (DownloadError, TooLarge) as exc:
@@ -716,7 +720,7 @@ class DocDesk:
         )
         name = f"recovery/{issued.document_id}/{secrets.token_hex(8)}.{fmt.extension}"
         async with self.store.create() as blob:
-            await self.fetcher.fetch(self._internal(payload.url), blob)
+            await self._fetch(payload.url, blob)
             await blob.commit(name)
             size, sha256 = blob.digest.size, blob.digest.sha256
         await self.catalog.add_recovery(
@@ -794,6 +798,14 @@ class DocDesk:
             lock = self._locks[document_id] = asyncio.Lock()
         return lock
 
+    async def _fetch(self, url: str, sink: Sink) -> None:
+        """Download a DS link into ``sink``, counting failures by reason."""
+        try:
+            await self.fetcher.fetch(self._internal(url), sink)
+        except (DownloadError, TooLarge) as exc:
+            self.metrics.observe_download_failure(exc.code)
+            raise
+
     def _internal(self, url: str) -> str:
         """Reach a DS link through the DS's internal address when there is one."""
         for public, internal in self._url_map.items():
@@ -812,6 +824,7 @@ class DocDesk:
     ) -> None:
         elapsed = (time.monotonic() - started) * 1000
         status = int(payload.status) if payload else None
+        self.metrics.observe_callback(reply, status, elapsed / 1000, reply.saved_bytes)
         key = payload.key if payload else None
         log = logger.info if reply.error == 0 else logger.error
         log(

@@ -51,6 +51,7 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     storage_url: str | None = field(default=None, repr=False)
     callback_allow: tuple[Network, ...] = ()
+    trusted_proxies: tuple[Network, ...] = ()
     max_download_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
     max_upload_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
 
@@ -116,6 +117,9 @@ class Settings:
             database_url=get("DATABASE_URL"),
             storage_url=get("STORAGE_URL"),
             callback_allow=_networks("DOCDESK_CALLBACK_ALLOW", get("CALLBACK_ALLOW")),
+            trusted_proxies=_networks(
+                "DOCDESK_TRUSTED_PROXIES", get("TRUSTED_PROXIES")
+            ),
             max_download_bytes=max_bytes,
             max_upload_bytes=max_bytes,
         )

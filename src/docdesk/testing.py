@@ -83,7 +83,11 @@ def serve_app_at(
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     config = uvicorn.Config(
-        make_app(url), log_level="warning", access_log=False, lifespan="on"
+        make_app(url),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from docdesk import tokens
 from docdesk.commands import CommandError
 from docdesk.errors import TokenError
-from docdesk.simulator.cache import LinkError
+from docdesk.simulator.cache import LinkError, base_url_of
 from docdesk.simulator.config import SimulatorSettings
 from docdesk.simulator.edits import read_text
 from docdesk.simulator.inbox import InboxTokenError, read_inbox
@@ -78,12 +78,6 @@ def _simulator(request: Request) -> Simulator:
     return simulator
 
 
-def _base_url(request: Request) -> str:
-    """Where this request reached the simulator, mount prefix included."""
-    root = request.scope.get("root_path", "")
-    return str(request.url.replace(path=root, query="", fragment="")).rstrip("/")
-
-
 # The Document Server's endpoints
 
 
@@ -118,7 +112,7 @@ async def command_service(request: Request) -> Response:
     key = params.get("key")
     if simulator.faults.command:
         return _command_answer(key, CommandError(simulator.faults.command.pop(0)))
-    answer = await _run_command(simulator, params, _base_url(request))
+    answer = await _run_command(simulator, params, base_url_of(request))
     return JSONResponse({"key": key, **answer} if isinstance(key, str) else answer)
 
 
@@ -254,7 +248,7 @@ async def open_session(request: Request) -> Response:
     if not isinstance(config, dict):
         return _problem(400, "bad_request", "the body needs a 'config' object")
     try:
-        editor = await _simulator(request).connect(config, _base_url(request))
+        editor = await _simulator(request).connect(config, base_url_of(request))
     except ConfigRejected as exc:
         return _problem(403, "config_rejected", exc.message, ds_code=exc.code)
     return JSONResponse({"session": editor.id, "key": editor.key}, status_code=201)
@@ -338,7 +332,7 @@ async def download_as(request: Request) -> Response:
         return _problem(415, "unsupported_format", "only the document's own format")
     data = simulator.text(editor.id)
     path = simulator.cache.put(session.key, f"output.{wanted}", data)
-    url = simulator.cache.link(_base_url(request), path)
+    url = simulator.cache.link(base_url_of(request), path)
     return JSONResponse({"fileType": wanted, "url": url})
 
 

@@ -20,9 +20,20 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-__all__ = ["Cache", "CachedFile", "LinkError"]
+from starlette.requests import Request
+
+__all__ = ["Cache", "CachedFile", "LinkError", "base_url_of"]
 
 PREFIX = "/cache/files/"
+
+
+def base_url_of(request: Request) -> str:
+    """Where a request reached the simulator, mount prefix included.
+
+    Links are built on it; Starlette's own ``base_url`` drops the prefix.
+    """
+    root = request.scope.get("root_path", "")
+    return str(request.url.replace(path=root, query="", fragment="")).rstrip("/")
 
 
 class LinkError(Exception):

@@ -37,6 +37,7 @@ from starlette.responses import Response
 from docdesk.commands import ConversionError
 from docdesk.errors import DocdeskError, UnsupportedFormat
 from docdesk.formats import FORMATS, DocumentType, Format, check_bytes, format_for
+from docdesk.simulator.cache import base_url_of
 from docdesk.simulator.edits import read_text
 from docdesk.simulator.inbox import InboxTokenError, read_inbox
 from docdesk.simulator.sessions import ConfigRejected, Simulator
@@ -167,7 +168,7 @@ class ConversionService:
         except InboxTokenError as exc:
             logger.info("conversion refused reason=token expired=%s", exc.expired)
             return _failure(ConversionError.TOKEN)
-        return await self.convert(params, str(request.base_url))
+        return await self.convert(params, base_url_of(request))
 
     async def convert(self, params: Mapping[str, Any], base_url: str) -> dict[str, Any]:
         """Answer a conversion request whose token is already verified.

@@ -21,19 +21,28 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import (
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from docdesk.callback import MAX_CALLBACK_BYTES
 from docdesk.catalog import VersionRecord
 from docdesk.desk import DocDesk
+from docdesk.doctor import PROBE_PATH, health_handler, probe_handler
 from docdesk.editor import EditorMode, User
 from docdesk.errors import DocdeskError, InvalidRequest, TooLarge
 from docdesk.formats import format_for
+from docdesk.metrics import MISSING_EXTRA
 from docdesk.settings import SIMULATOR_PATH, Settings
 from docdesk.shapes import document_json, version_json
 from docdesk.simulator import Simulator, SimulatorSettings, create_simulator_app
+from docdesk.web.guard import DocumentServerGuard, client_address
+from docdesk.web.pages import PAGE_ROUTES
 
 __all__ = ["create_app"]
 
@@ -60,7 +69,8 @@ def create_app(
     if settings is None and desk is None:
         settings = Settings.from_env()
 
-    routes: list[BaseRoute] = list(ROUTES)
+    # The pages first: "/" is the library page, not the API's index.
+    routes: list[BaseRoute] = [*PAGE_ROUTES, *ROUTES]
     simulator = None
     if settings is not None and settings.uses_simulator:
         simulator = Simulator(
@@ -71,6 +81,9 @@ def create_app(
         )
         simulator_app = create_simulator_app(simulator.settings, simulator=simulator)
         routes.append(Mount(SIMULATOR_PATH, app=simulator_app))
+
+    allow = settings.callback_allow if settings else ()
+    trusted = settings.trusted_proxies if settings else ()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -88,13 +101,17 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(RequestLog)],
+        middleware=[
+            Middleware(RequestLog),
+            Middleware(DocumentServerGuard, allow=allow, trusted_proxies=trusted),
+        ],
         exception_handlers={
             DocdeskError: _docdesk_error,
             HTTPException: _http_error,
         },
     )
     app.state.settings = settings
+    app.state.trusted_proxies = trusted
     return app
 
 
@@ -106,8 +123,13 @@ def _desk(request: Request) -> DocDesk:
 # The JSON API
 
 
-async def index(request: Request) -> Response:
-    return JSONResponse({"service": "docdesk", "documents": "/api/documents"})
+async def metrics(request: Request) -> Response:
+    """Prometheus' text format; the catalog's figures are read on each scrape."""
+    desk = _desk(request)
+    if not desk.metrics.available:
+        return PlainTextResponse(MISSING_EXTRA, status_code=501)
+    body, content_type = await desk.metrics.render(desk.catalog)
+    return Response(body, media_type=content_type)
 
 
 async def list_documents(request: Request) -> Response:
@@ -306,13 +328,15 @@ async def ds_callback(request: Request) -> Response:
         request.query_params.get("sig", ""),
         body,
         request.headers,
-        source=request.client.host if request.client else None,
+        source=client_address(request.scope, request.app.state.trusted_proxies),
     )
     return JSONResponse(reply.body(), status_code=reply.http_status)
 
 
 ROUTES = [
-    Route("/", index),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/api/health", health_handler, methods=["GET"]),
+    Route(PROBE_PATH, probe_handler, methods=["GET"]),
     Route("/api/documents", list_documents, methods=["GET"]),
     Route("/api/documents", upload, methods=["POST"]),
     Route("/api/documents/new", create_blank, methods=["POST"]),

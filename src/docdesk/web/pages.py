@@ -33,11 +33,11 @@ from docdesk.catalog import (
 )
 from docdesk.desk import DocDesk
 from docdesk.editor import EditorMode, User
-from docdesk.errors import DocdeskError, InvalidRequest
+from docdesk.errors import ConfigurationError, DocdeskError, InvalidRequest
 from docdesk.formats import FORMATS, format_for
 from docdesk.settings import Settings
 
-__all__ = ["PAGE_ROUTES", "environment", "made_by", "status_words"]
+__all__ = ["API_JS_PATH", "PAGE_ROUTES", "made_by", "status_words"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +88,13 @@ _FORCESAVE_WORDS: dict[int | None, str] = {
 
 
 def status_words(status: int | None) -> str:
-    """A callback ``status`` as the DS means it."""
+    """A callback ``status``, its number and what the DS means by it."""
     if status is None:
         return "unreadable"
     try:
-        return _STATUS_WORDS[CallbackStatus(status)]
+        return f"{status} {_STATUS_WORDS[CallbackStatus(status)]}"
     except ValueError:
-        return f"unknown ({status})"
+        return f"{status} unknown"
 
 
 _STATUS_WORDS = {
@@ -151,9 +151,7 @@ class _CallbackRow:
     key: str
 
 
-def _version_rows(
-    versions: Iterable[VersionRecord], current: int
-) -> list[_VersionRow]:
+def _version_rows(versions: Iterable[VersionRecord], current: int) -> list[_VersionRow]:
     rows = [
         _VersionRow(
             number=v.number,
@@ -172,9 +170,7 @@ def _callback_rows(records: Iterable[CallbackRecord]) -> list[_CallbackRow]:
     return [
         _CallbackRow(
             received=r.received,
-            status=f"{r.status} {status_words(r.status)}"
-            if r.status is not None
-            else status_words(None),
+            status=status_words(r.status),
             outcome=r.outcome,
             detail=r.detail or "",
             version=r.version,
@@ -291,18 +287,17 @@ def _desk(request: Request) -> DocDesk:
 
 
 def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
+    settings: Settings | None = getattr(request.app.state, "settings", None)
+    if settings is None:
+        # An app built around a ready DocDesk has no settings to name the DS.
+        raise ConfigurationError("the editor page needs the app's Settings")
     return settings
 
 
 PAGE_ROUTES: list[BaseRoute] = [
     Route("/", _guarded(document_list), methods=["GET"], name="documents"),
-    Route(
-        "/documents/{id}", _guarded(document_page), methods=["GET"], name="document"
-    ),
-    Route(
-        "/documents/{id}/edit", _guarded(edit_page), methods=["GET"], name="editor"
-    ),
+    Route("/documents/{id}", _guarded(document_page), methods=["GET"], name="document"),
+    Route("/documents/{id}/edit", _guarded(edit_page), methods=["GET"], name="editor"),
     Mount(
         "/static", app=StaticFiles(packages=[("docdesk.web", "static")]), name="static"
     ),

@@ -126,6 +126,13 @@
       });
     }
 
+    // A lost connection is a state the editor shows, not a script error.
+    function poll() {
+      refresh().catch(function () {
+        status.textContent = "Connection lost, retrying…";
+      });
+    }
+
     function buildTools() {
       if (editable) {
         var input = element("input", {
@@ -260,7 +267,7 @@
       .then(function () {
         if (!session) return;
         fire("onDocumentReady");
-        timer = setInterval(refresh, POLL_MS);
+        timer = setInterval(poll, POLL_MS);
       })
       .catch(function (error) {
         var data = error.data || {};
