@@ -5,10 +5,15 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from starlette.types import ASGIApp
 
 from docdesk.catalog import Catalog
 from docdesk.catalog.tables import metadata
+from docdesk.settings import SIMULATOR_PATH, Settings
+from docdesk.testing import ControlClient, fast_settings, serve_app_at
+from docdesk.web import create_app
 
 # Where the PostgreSQL tests create their throwaway database. CI starts a
 # server there (.ci/run); elsewhere the tests say how to get one and skip.
@@ -62,3 +67,25 @@ async def catalog(
                 await conn.execute(table.delete())
     yield catalog
     await catalog.close()
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[tuple[httpx.Client, ControlClient]]:
+    """docdesk on its embedded defaults, over HTTP: files, SQLite, simulator.
+
+    Gives a client for docdesk's API and one for the simulator's controls.
+    """
+
+    def make_app(url: str) -> ASGIApp:
+        settings = Settings.from_env(
+            {"DOCDESK_DATA_DIR": str(tmp_path / "data"), "DOCDESK_PUBLIC_URL": url}
+        )
+        fast = fast_settings(secret=settings.jwt_secret)
+        return create_app(settings, simulator_settings=fast)
+
+    with (
+        serve_app_at(make_app) as running,
+        httpx.Client(base_url=running.url, timeout=30) as api,
+        ControlClient(running.url + SIMULATOR_PATH) as control,
+    ):
+        yield api, control

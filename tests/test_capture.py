@@ -5,41 +5,24 @@ Over real HTTP, against docdesk with its embedded simulator.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from starlette.types import ASGIApp
 
 from docdesk.formats import blank_document
-from docdesk.settings import SIMULATOR_PATH, Settings
 from docdesk.simulator.edits import read_text
-from docdesk.testing import ControlClient, fast_settings, serve_app_at
+from docdesk.testing import ControlClient
 from docdesk.web import app as web_app
-from docdesk.web import create_app
 
 
 @pytest.fixture
 def service(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[httpx.Client, ControlClient]]:
+    embedded: tuple[httpx.Client, ControlClient], monkeypatch: pytest.MonkeyPatch
+) -> tuple[httpx.Client, ControlClient]:
+    # Read per request: a capture gives up after a second here.
     monkeypatch.setattr(web_app, "CAPTURE_WAIT", 1.0)
-
-    def make_app(url: str) -> ASGIApp:
-        settings = Settings.from_env(
-            {"DOCDESK_DATA_DIR": str(tmp_path), "DOCDESK_PUBLIC_URL": url}
-        )
-        fast = fast_settings(secret=settings.jwt_secret)
-        return create_app(settings, simulator_settings=fast)
-
-    with (
-        serve_app_at(make_app) as running,
-        httpx.Client(base_url=running.url, timeout=30) as api,
-        ControlClient(running.url + SIMULATOR_PATH) as control,
-    ):
-        yield api, control
+    return embedded
 
 
 def upload(api: httpx.Client) -> str:

@@ -8,37 +8,22 @@ as a browser's stand-in editor would drive it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from starlette.types import ASGIApp
 
 from docdesk.formats import blank_document
-from docdesk.settings import SIMULATOR_PATH, Settings
+from docdesk.settings import SIMULATOR_PATH
 from docdesk.simulator.edits import read_text
-from docdesk.testing import ControlClient, fast_settings, serve_app_at
-from docdesk.web import create_app
+from docdesk.testing import ControlClient
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[tuple[httpx.Client, ControlClient]]:
-    """docdesk with no Document Server configured: the simulator is mounted."""
-
-    def make_app(url: str) -> ASGIApp:
-        settings = Settings.from_env(
-            {"DOCDESK_DATA_DIR": str(tmp_path), "DOCDESK_PUBLIC_URL": url}
-        )
-        fast = fast_settings(secret=settings.jwt_secret)
-        return create_app(settings, simulator_settings=fast)
-
-    with (
-        serve_app_at(make_app) as running,
-        httpx.Client(base_url=running.url, timeout=30) as api,
-    ):
-        yield api, ControlClient(running.url + SIMULATOR_PATH)
+def service(
+    embedded: tuple[httpx.Client, ControlClient],
+) -> tuple[httpx.Client, ControlClient]:
+    return embedded
 
 
 def config_for(api: httpx.Client, document_id: str, user: str) -> dict[str, Any]:
