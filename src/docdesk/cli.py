@@ -41,11 +41,18 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from docdesk.catalog import Catalog, DocumentRecord, VersionRecord
-from docdesk.desk import DocDesk, clean_title
+from docdesk import logs
+from docdesk.catalog import CallbackRecord, Catalog, DocumentRecord, VersionRecord
+from docdesk.desk import DocDesk, clean_title, is_document_id
 from docdesk.errors import ConfigurationError, DocdeskError, StorageError
+from docdesk.recovery import (
+    list_recoveries,
+    recover_exclusively,
+    recovery_json,
+    restore_recovery,
+)
 from docdesk.settings import Settings
-from docdesk.shapes import document_json, version_json
+from docdesk.shapes import callback_json, document_json, version_json
 
 if TYPE_CHECKING:
     from docdesk.doctor import Check
@@ -55,7 +62,17 @@ __all__ = ["main"]
 logger = logging.getLogger("docdesk")
 
 READ_CHUNK = 262_144
+MIN_PASSWORD_CHARS = 8
 T = TypeVar("T")
+
+log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    default="text",
+    show_default=True,
+    envvar="DOCDESK_LOG_FORMAT",
+    help="A line of text, or a JSON object, per log record.",
+)
 
 
 @click.group()
@@ -68,14 +85,23 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--log-level", default="info", show_default=True)
-def serve(host: str, port: int, log_level: str) -> None:
+@log_format_option
+def serve(host: str, port: int, log_level: str, log_format: str) -> None:
     """Serve the document library and the endpoints the Document Server calls."""
     import uvicorn
 
     from docdesk.web import create_app
 
-    _configure_logging(log_level)
+    _configure_logging(log_level, log_format)
     settings = _settings(host=host, port=port)
+    if not settings.access_controlled and not _is_loopback(host):
+        _fail(
+            f"refusing to serve on {host} with no access control: anyone who "
+            "reaches it could read, change and delete every document. Set "
+            "DOCDESK_API_TOKENS (or DOCDESK_API_TOKENS_FILE) for programs and "
+            "DOCDESK_USERS_FILE for people, or serve on 127.0.0.1",
+            status=2,
+        )
     if settings.uses_simulator:
         logger.warning(
             "no Document Server configured: the built-in simulator serves at %s; "
@@ -139,6 +165,7 @@ def serve(host: str, port: int, log_level: str) -> None:
     help="Seconds a /cache/files link stays valid.",
 )
 @click.option("--log-level", default="info", show_default=True)
+@log_format_option
 def simulator(
     host: str,
     port: int,
@@ -148,13 +175,14 @@ def simulator(
     forcesave_interval: float | None,
     link_lifetime: float,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Serve a stand-in for ONLYOFFICE Docs, faithful to its protocol."""
     import uvicorn
 
     from docdesk.simulator import SimulatorSettings, create_simulator_app
 
-    _configure_logging(log_level)
+    _configure_logging(log_level, log_format)
     settings = SimulatorSettings(
         secret=secret,
         jwt_header=jwt_header,
@@ -164,7 +192,7 @@ def simulator(
     )
     logger.info("simulator serving url=http://%s:%d", host, port)
     uvicorn.run(
-        create_simulator_app(settings),
+        logs.RequestIdMiddleware(create_simulator_app(settings)),
         host=host,
         port=port,
         access_log=False,
@@ -188,7 +216,8 @@ def simulator(
     help="Where `docdesk serve` listens.  [default: the public URL's port]",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
-def doctor(host: str | None, port: int | None, as_json: bool) -> None:
+@log_format_option
+def doctor(host: str | None, port: int | None, as_json: bool, log_format: str) -> None:
     """Check the setup: the Document Server, the public URL, storage, database.
 
     One line per check, with the fix when it fails; the exit status is 1 if
@@ -198,7 +227,7 @@ def doctor(host: str | None, port: int | None, as_json: bool) -> None:
     """
     from docdesk.doctor import diagnose, health_json, serve_probe
 
-    _configure_logging("warning")
+    _configure_logging("warning", log_format)
     listen = {"host": host, "port": port}
     settings = _settings(**{k: v for k, v in listen.items() if v is not None})
     shared = bool(os.environ.get("DOCDESK_JWT_SECRET", "").strip())
@@ -211,6 +240,57 @@ def doctor(host: str | None, port: int | None, as_json: bool) -> None:
     else:
         _print_checks(checks)
     sys.exit(0 if all(check.ok for check in checks) else 1)
+
+
+# Who may call: people and programs
+
+
+@main.group()
+def user() -> None:
+    """People who sign in to the pages (DOCDESK_USERS_FILE)."""
+
+
+@user.command("hash")
+@click.option("--id", "user_id", help="Print a whole users-file line for this id.")
+@click.option("--name", default="", help="The name on that line.  [default: the id]")
+def user_hash(user_id: str | None, name: str) -> None:
+    """Hash a password for DOCDESK_USERS_FILE and print the hash.
+
+    The password is asked for twice on a terminal, else read from the first
+    line of stdin. With --id the whole line is printed, as the users file
+    holds it: id:display name:hash.
+    """
+    from docdesk.web.access import hash_password
+
+    if user_id is not None and (
+        not 1 <= len(user_id) <= 128 or ":" in user_id or not user_id.isprintable()
+    ):
+        _fail("a user id has 1 to 128 printable characters and no ':'", status=2)
+    if len(name) > 128 or not name.isprintable():
+        _fail("a name has at most 128 printable characters", status=2)
+    password = _new_password()
+
+    stored = str(hash_password(password))
+    click.echo(stored if user_id is None else f"{user_id}:{name or user_id}:{stored}")
+
+
+@main.group()
+def token() -> None:
+    """Tokens for programs that call the JSON API (DOCDESK_API_TOKENS)."""
+
+
+@token.command("new")
+@click.argument("name")
+def token_new(name: str) -> None:
+    """Print a new NAME:token line for DOCDESK_API_TOKENS or its file.
+
+    Programs send the part after the colon as 'Authorization: Bearer ...'.
+    """
+    from docdesk.settings import TOKEN_NAME
+
+    if not TOKEN_NAME.fullmatch(name):
+        _fail("a token's name is 1 to 64 letters, digits, '.', '_' or '-'", status=2)
+    click.echo(f"{name}:{secrets.token_urlsafe(32)}")
 
 
 # The library from the shell
@@ -337,6 +417,126 @@ def restore(document_id: str, version: int) -> None:
     restored = _run(lambda desk: desk.restore(document_id, version))
 
     click.echo(restored.number)
+
+
+@main.command()
+@click.argument("document_id", required=False)
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Show at most this many records.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def callbacks(document_id: str | None, limit: int, as_json: bool) -> None:
+    """List the callback log of DOCUMENT_ID, or of all documents, newest first.
+
+    One record per callback the Document Server made, with the answer it
+    got. Records older than DOCDESK_CALLBACK_LOG_DAYS days are pruned.
+    """
+    # The log outlives a deleted document, so the id is not looked up.
+    if document_id is not None and not is_document_id(document_id):
+        _fail(f"no document {document_id[:40]!r}")
+    records = _run(lambda desk: desk.catalog.callback_log(document_id, limit=limit))
+
+    if as_json:
+        _print_json({"callbacks": [callback_json(r) for r in records]})
+        return
+    table = _table(
+        "time",
+        "document",
+        "key",
+        "status",
+        "outcome",
+        "version",
+        "http",
+        "ms",
+        "source",
+        wrapping=("key", "source"),
+    )
+    for record in records:
+        table.add_row(*_cells(*_callback_cells(record)))
+    _print_table(table, empty="no callbacks")
+
+
+@main.command()
+@click.argument("document_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+def recovery(document_id: str | None, as_json: bool) -> None:
+    """List the files kept aside from failed saves, of DOCUMENT_ID or of all.
+
+    The Document Server sends status 3 (or 7 for a force save) with a file
+    it could not assemble cleanly; docdesk keeps that file here, never as
+    the current version. `docdesk recovery-restore ID` makes one a version.
+    """
+    records = _run(lambda desk: list_recoveries(desk, document_id))
+
+    if as_json:
+        _print_json({"recoveries": [recovery_json(r) for r in records]})
+        return
+    table = _table(
+        "id",
+        "document",
+        "status",
+        "key",
+        "size",
+        "created",
+        "restored",
+        wrapping=("key",),
+    )
+    for record in records:
+        restored = record.restored_version
+        table.add_row(
+            *_cells(
+                str(record.id),
+                record.document_id,
+                str(record.status),
+                record.key,
+                filesize.decimal(record.size),
+                _when(record.created),
+                f"v{restored}" if restored is not None else "",
+            )
+        )
+    _print_table(table, empty="no kept files")
+
+
+@main.command("recovery-restore")
+@click.argument("recovery_id", type=click.IntRange(min=1))
+def recovery_restore(recovery_id: int) -> None:
+    """Make kept file RECOVERY_ID the newest version; print document and version.
+
+    Its bytes must pass the check of the document's format: a file that
+    fails is refused and stays in the recovery area.
+    """
+    restored = _run(lambda desk: restore_recovery(desk, recovery_id))
+
+    click.echo(f"{restored.document_id}\t{restored.number}")
+
+
+@main.command()
+def recover() -> None:
+    """Bring back the Document Server's forgotten files of docdesk's documents.
+
+    Each becomes the newest version of its document, then the Document
+    Server deletes its copy; keys of other integrations are left alone.
+    Prints outcome, key, document, version and any trouble, a line per key;
+    exits with status 1 if any file failed. `docdesk serve` does this every
+    DOCDESK_RECOVERY_INTERVAL seconds.
+    """
+    done = _run(recover_exclusively)
+
+    if done is None:
+        click.echo("docdesk: another instance is recovering right now", err=True)
+        sys.exit(1)
+    if not done:
+        click.echo("no forgotten files", err=True)
+    for each in done:
+        version = "-" if each.version is None else str(each.version)
+        fields = (each.outcome, each.key, each.document_id or "-", version)
+        click.echo("\t".join((*fields, each.detail or "")).rstrip("\t"))
+    if any(each.detail is not None for each in done):
+        sys.exit(1)
 
 
 @main.command()
@@ -629,6 +829,21 @@ def _when(moment: datetime) -> str:
     return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
+def _callback_cells(record: CallbackRecord) -> tuple[str, ...]:
+    """A callback log row; seconds count here, callbacks come in bursts."""
+    return (
+        record.received.astimezone().strftime("%Y-%m-%d %H:%M:%S"),
+        record.document_id or "",
+        record.key or "",
+        "" if record.status is None else str(record.status),
+        record.outcome,
+        "" if record.version is None else str(record.version),
+        str(record.http_status),
+        f"{record.duration_ms:.1f}",
+        record.source or "",
+    )
+
+
 def _source(version: VersionRecord) -> str:
     if version.restored_from is not None:
         return f"{version.source} of v{version.restored_from}"
@@ -646,6 +861,32 @@ def _fail(message: str, *, status: int = 1) -> NoReturn:
     sys.exit(status)
 
 
+def _new_password() -> str:
+    """A password from a prompt, typed twice, or from stdin's first line."""
+    if sys.stdin.isatty():
+        password: str = click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True
+        )
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < MIN_PASSWORD_CHARS:
+        _fail(f"a password needs at least {MIN_PASSWORD_CHARS} characters", status=2)
+    return password
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is only reachable from this machine; no name is resolved."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
 def _settings(**kwargs: object) -> Settings:
     try:
         return Settings.from_env(**kwargs)  # type: ignore[arg-type]
@@ -654,9 +895,8 @@ def _settings(**kwargs: object) -> Settings:
         sys.exit(2)
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(level: str, fmt: str = "text") -> None:
+    try:
+        logs.configure(level, fmt)
+    except ValueError as exc:
+        _fail(f"--log-level: {exc}", status=2)

@@ -115,24 +115,39 @@ class CommandService:
 
     async def version(self) -> str:
         answer = await self.command("version")
-        if _error(answer) is not CommandError.NO_ERROR:
-            raise DocumentServerError(
-                f"the version command failed: error {answer['error']}"
-            )
+        _expect_success(answer, "version")
         return str(answer.get("version", ""))
 
     async def forgotten_keys(self) -> list[str]:
+        """Keys whose final save no callback took; raises on a DS error."""
         answer = await self.command("getForgottenList")
+        _expect_success(answer, "getForgottenList")
         keys = answer.get("keys")
         return [str(k) for k in keys] if isinstance(keys, list) else []
 
     async def forgotten_url(self, key: str) -> str | None:
+        """A link to the forgotten file of ``key``; None if there is none."""
         answer = await self.command("getForgotten", key=key)
+        if _error(answer) is CommandError.DOCUMENT_ID:
+            return None
+        _expect_success(answer, "getForgotten")
         url = answer.get("url")
         return url if isinstance(url, str) else None
 
     async def delete_forgotten(self, key: str) -> CommandError:
         return _error(await self.command("deleteForgotten", key=key))
+
+
+def _expect_success(answer: dict[str, Any], command: str) -> None:
+    error = _error(answer)
+    if error is not CommandError.NO_ERROR:
+        hint = " (the JWT secret differs?)" if error in _TOKEN_ERRORS else ""
+        raise DocumentServerError(
+            f"the {command} command failed: error {int(error)} {error.name}{hint}"
+        )
+
+
+_TOKEN_ERRORS = (CommandError.TOKEN, CommandError.TOKEN_EXPIRED)
 
 
 def _error(answer: dict[str, Any]) -> CommandError:

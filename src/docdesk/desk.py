@@ -19,7 +19,7 @@ import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -75,6 +75,8 @@ MAX_TITLE = 128
 # The DS signs callbacks for 5 minutes and we allow 60 s of skew: a token
 # older than that cannot come back, so it need not be remembered longer.
 DELIVERY_MEMORY = 300 + 2 * tokens.LEEWAY
+# Seconds between two prunes of the callback log by one DocDesk.
+PRUNE_INTERVAL = 3600.0
 
 
 # The userdata of a capture's force save: this, then the capture's token.
@@ -111,7 +113,8 @@ class DocDesk:
     """Documents and their versions, kept safe from every DS callback.
 
     The store holds immutable blobs, the catalog the metadata; ``fetcher``
-    downloads what the DS hands over, from the DS alone.
+    downloads what the DS hands over, from the DS alone. The callback log
+    keeps ``callback_log_days`` days of records; 0 keeps them forever.
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class DocDesk:
         url_map: Mapping[str, str] | None = None,
         commands: CommandService | None = None,
         metrics: Metrics | None = None,
+        callback_log_days: int = 30,
     ) -> None:
         self.store = store
         self.commands = commands
@@ -138,6 +142,8 @@ class DocDesk:
         self.jwt_header = jwt_header
         self.max_upload_bytes = max_upload_bytes
         self._url_map = dict(url_map or {})
+        self.callback_log_days = callback_log_days
+        self._pruned_at: float | None = None
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
@@ -168,7 +174,7 @@ class DocDesk:
             max_bytes=settings.max_download_bytes,
             allow_private=await _any_private(origins),
         )
-        return cls(
+        desk = cls(
             store=store,
             catalog=catalog,
             fetcher=fetcher,
@@ -183,7 +189,10 @@ class DocDesk:
                 settings.jwt_secret,
                 header=settings.jwt_header,
             ),
+            callback_log_days=settings.callback_log_days,
         )
+        await desk.prune_callback_log()
+        return desk
 
     async def close(self) -> None:
         if self.commands is not None:
@@ -303,6 +312,20 @@ class DocDesk:
             restored.number,
         )
         return restored
+
+    async def commit_recovered(
+        self, document_id: str, version: NewVersion
+    ) -> VersionRecord:
+        """Make a file brought back from recovery the newest version.
+
+        Its blob must be durable and its own: a failed commit removes it.
+        The document gets a new key either way; a ``version.key`` is also
+        retired, since the DS ended that session when it forgot the file.
+        """
+        async with self._lock(_checked_id(document_id)):
+            return await self._commit(
+                document_id, version, ends_session=version.key is not None
+            )
 
     async def delete(self, document_id: str) -> None:
         """Forget a document and remove its blobs."""
@@ -855,6 +878,35 @@ class DocDesk:
             await self.catalog.log_callback(record)
         except DocdeskError as exc:
             logger.warning("callback log not written reason=%s", exc)
+
+        if self._pruned_at is None or (
+            time.monotonic() - self._pruned_at >= PRUNE_INTERVAL
+        ):
+            await self.prune_callback_log()
+
+    async def prune_callback_log(self) -> int:
+        """Forget callback log records older than ``callback_log_days``.
+
+        Runs when the desk opens, then after a callback at most once an
+        interval. Housekeeping must never cost a callback: a failure is a
+        warning, and the next try comes an interval later.
+        """
+        # Claimed before the delete, so concurrent callbacks prune once.
+        self._pruned_at = time.monotonic()
+        if self.callback_log_days <= 0:
+            return 0
+
+        cutoff = datetime.now(UTC) - timedelta(days=self.callback_log_days)
+        try:
+            pruned = await self.catalog.prune_callback_log(cutoff)
+        except Exception as exc:
+            logger.warning("callback log not pruned reason=%s", exc)
+            return 0
+        if pruned:
+            logger.info(
+                "callback log pruned records=%d days=%d", pruned, self.callback_log_days
+            )
+        return pruned
 
 
 def clean_title(filename: str) -> str:

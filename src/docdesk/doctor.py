@@ -344,9 +344,13 @@ async def service_health(
 ) -> list[Check]:
     """The checks a running service reports at ``GET /api/health``."""
     url = f"{settings.public_url.rstrip('/')}/api/health"
+    # Under access control the route wants a program's token.
+    headers = {}
+    if settings.api_tokens:
+        headers["Authorization"] = f"Bearer {settings.api_tokens[0].token}"
     try:
         async with httpx.AsyncClient(timeout=wait, trust_env=False) as client:
-            answer = (await client.get(url)).json()
+            answer = (await client.get(url, headers=headers)).json()
         return [Check(**_check_fields(item)) for item in answer["checks"]]
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         logger.info("service health unavailable reason=%s", type(exc).__name__)

@@ -1,13 +1,13 @@
-"""The JSON shapes of documents and versions, the same everywhere."""
+"""The JSON shapes of documents, versions and callbacks, the same everywhere."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from docdesk.catalog import DocumentRecord, VersionRecord
+from docdesk.catalog import CallbackRecord, DocumentRecord, VersionRecord
 from docdesk.formats import format_for
 
-__all__ = ["document_json", "version_json"]
+__all__ = ["callback_json", "document_json", "version_json"]
 
 
 def document_json(document: DocumentRecord) -> dict[str, Any]:
@@ -44,4 +44,20 @@ def version_json(version: VersionRecord) -> dict[str, Any]:
         "restored_from": version.restored_from,
         "has_changes": version.changes_blob is not None,
         "note": version.note,
+    }
+
+
+def callback_json(record: CallbackRecord) -> dict[str, Any]:
+    """A callback log record as the JSON API and ``docdesk callbacks`` show it."""
+    return {
+        "received": record.received.isoformat(),
+        "document_id": record.document_id,
+        "key": record.key,
+        "status": record.status,
+        "outcome": record.outcome,
+        "detail": record.detail,
+        "version": record.version,
+        "http_status": record.http_status,
+        "duration_ms": round(record.duration_ms, 1),
+        "source": record.source,
     }

@@ -323,6 +323,22 @@ class Catalog:
             rows = await conn.execute(query)
             return [CallbackRecord(**_aware(row._asdict())) for row in rows]
 
+    async def prune_callback_log(self, older_than: datetime) -> int:
+        """Delete the records received before ``older_than``; returns how many.
+
+        A naive ``older_than`` is taken as UTC, as every stored time is.
+        """
+        if older_than.tzinfo is None:
+            older_than = older_than.replace(tzinfo=UTC)
+        # SQLite compares the stored UTC wall times as text.
+        cutoff = older_than.astimezone(UTC)
+
+        async with self._begin() as conn:
+            result = await conn.execute(
+                delete(callbacks).where(callbacks.c.received < cutoff)
+            )
+            return int(result.rowcount)
+
     # Captures
 
     async def add_capture(self, token: str, document_id: str, key: str) -> None:
@@ -379,6 +395,22 @@ class Catalog:
         async with self._connect() as conn:
             rows = await conn.execute(query)
             return [RecoveryRecord(**_aware(row._asdict())) for row in rows]
+
+    async def recovery(self, recovery_id: int) -> RecoveryRecord:
+        async with self._connect() as conn:
+            return await _recovery(conn, recovery_id)
+
+    async def mark_recovery_restored(
+        self, recovery_id: int, version: int
+    ) -> RecoveryRecord:
+        """Record that a kept file became ``version`` of its document."""
+        async with self._begin() as conn:
+            await conn.execute(
+                update(recoveries)
+                .where(recoveries.c.id == recovery_id)
+                .values(restored_version=version)
+            )
+            return await _recovery(conn, recovery_id)
 
     # Connections
 
@@ -533,6 +565,15 @@ def _aware(values: dict[str, Any]) -> dict[str, Any]:
         else value
         for name, value in values.items()
     }
+
+
+async def _recovery(conn: AsyncConnection, recovery_id: int) -> RecoveryRecord:
+    row = (
+        await conn.execute(select(recoveries).where(recoveries.c.id == recovery_id))
+    ).first()
+    if row is None:
+        raise NotFound(f"no kept file {recovery_id} in the recovery area")
+    return RecoveryRecord(**_aware(row._asdict()))
 
 
 def _document_record(row: Row[Any]) -> DocumentRecord:

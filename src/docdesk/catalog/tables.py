@@ -115,6 +115,8 @@ callbacks = Table(
     Column("duration_ms", Float, nullable=False),
     Column("source", String(64)),
     Index("ix_callbacks_document_received", "document_id", "received"),
+    # Retention deletes by age alone.
+    Index("ix_callbacks_received", "received"),
 )
 
 recoveries = Table(

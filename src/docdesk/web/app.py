@@ -34,13 +34,20 @@ from docdesk.callback import MAX_CALLBACK_BYTES
 from docdesk.catalog import VersionRecord
 from docdesk.desk import DocDesk
 from docdesk.doctor import PROBE_PATH, health_handler, probe_handler
-from docdesk.editor import EditorMode, User
 from docdesk.errors import DocdeskError, InvalidRequest, TooLarge
 from docdesk.formats import format_for
+from docdesk.logs import RequestIdMiddleware
 from docdesk.metrics import MISSING_EXTRA
+from docdesk.recovery import (
+    background_recovery,
+    list_recoveries,
+    recovery_json,
+    restore_recovery,
+)
 from docdesk.settings import SIMULATOR_PATH, Settings
-from docdesk.shapes import document_json, version_json
+from docdesk.shapes import callback_json, document_json, version_json
 from docdesk.simulator import Simulator, SimulatorSettings, create_simulator_app
+from docdesk.web.access import AccessControl, editor_request
 from docdesk.web.guard import DocumentServerGuard, client_address
 from docdesk.web.pages import PAGE_ROUTES
 
@@ -51,7 +58,6 @@ logger = logging.getLogger(__name__)
 READ_CHUNK = 262_144
 # How long a capture waits for its force-save callback.
 CAPTURE_WAIT = 30.0
-DEFAULT_USER = User(id="docdesk-user", name="docdesk user")
 
 
 def create_app(
@@ -84,13 +90,15 @@ def create_app(
 
     allow = settings.callback_allow if settings else ()
     trusted = settings.trusted_proxies if settings else ()
+    recovery_interval = settings.recovery_interval if settings else 0.0
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         opened = desk or await DocDesk.open(settings)  # type: ignore[arg-type]
         app.state.desk = opened
         try:
-            yield
+            async with background_recovery(opened, every=recovery_interval):
+                yield
         finally:
             # A mounted app's own lifespan never runs: close it here.
             if simulator is not None:
@@ -102,8 +110,10 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         middleware=[
+            Middleware(RequestIdMiddleware),
             Middleware(RequestLog),
             Middleware(DocumentServerGuard, allow=allow, trusted_proxies=trusted),
+            Middleware(AccessControl.for_settings, settings),
         ],
         exception_handlers={
             DocdeskError: _docdesk_error,
@@ -201,17 +211,12 @@ async def restore_version(request: Request) -> Response:
 
 
 async def editor_config(request: Request) -> Response:
-    query = request.query_params
-    try:
-        mode = EditorMode(query.get("mode", "edit"))
-        user = User(
-            id=query.get("user_id") or DEFAULT_USER.id,
-            name=query.get("user_name") or DEFAULT_USER.name,
-        )
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
+    mode, user = editor_request(request)
     config = await _desk(request).editor_config(
-        request.path_params["id"], user, mode=mode, lang=query.get("lang", "en")
+        request.path_params["id"],
+        user,
+        mode=mode,
+        lang=request.query_params.get("lang", "en"),
     )
     return JSONResponse(config)
 
@@ -255,28 +260,23 @@ async def copy(request: Request) -> Response:
     return JSONResponse(document_json(document), status_code=201)
 
 
+async def list_recovery(request: Request) -> Response:
+    """The files kept aside from status 3 and 7, of one document if asked."""
+    document_id = request.query_params.get("document_id") or None
+    records = await list_recoveries(_desk(request), document_id)
+    return JSONResponse({"recoveries": [recovery_json(r) for r in records]})
+
+
+async def restore_kept_file(request: Request) -> Response:
+    version = await restore_recovery(_desk(request), request.path_params["id"])
+    return JSONResponse(version_json(version), status_code=201)
+
+
 async def callback_log(request: Request) -> Response:
     desk = _desk(request)
     document = await desk.document(request.path_params["id"])
     records = await desk.catalog.callback_log(document.id)
-    return JSONResponse(
-        {
-            "callbacks": [
-                {
-                    "received": r.received.isoformat(),
-                    "key": r.key,
-                    "status": r.status,
-                    "outcome": r.outcome,
-                    "detail": r.detail,
-                    "version": r.version,
-                    "http_status": r.http_status,
-                    "duration_ms": round(r.duration_ms, 1),
-                    "source": r.source,
-                }
-                for r in records
-            ]
-        }
-    )
+    return JSONResponse({"callbacks": [callback_json(r) for r in records]})
 
 
 # What the Document Server calls
@@ -362,6 +362,8 @@ ROUTES = [
     Route("/api/documents/{id}/history/{number:int}", history_data, methods=["GET"]),
     Route("/api/documents/{id}/rename", rename, methods=["POST"]),
     Route("/api/documents/{id}/copy", copy, methods=["POST"]),
+    Route("/api/recovery", list_recovery, methods=["GET"]),
+    Route("/api/recovery/{id:int}/restore", restore_kept_file, methods=["POST"]),
     Route("/ds/documents/{id}/file", ds_file, methods=["GET"]),
     Route("/ds/documents/{id}/callback", ds_callback, methods=["POST"]),
     Route("/ds/documents/{id}/versions/{number:int}/file", ds_version, methods=["GET"]),

@@ -8,6 +8,10 @@ there is one set of write endpoints and one set of checks.
 The editor page loads ``api.js`` from the Document Server the browser
 reaches (the embedded simulator by default) and hands ``DocsAPI.DocEditor``
 the signed config; ``docdesk.js`` answers the editor's events.
+
+When people must sign in, ``/login`` and ``/logout`` start and end their
+session (:mod:`docdesk.web.access`), and a signed-in person edits as
+themselves.
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -32,10 +37,18 @@ from docdesk.catalog import (
     VersionSource,
 )
 from docdesk.desk import DocDesk
-from docdesk.editor import EditorMode, User
-from docdesk.errors import ConfigurationError, DocdeskError, InvalidRequest
+from docdesk.errors import ConfigurationError, DocdeskError, InvalidRequest, TooLarge
 from docdesk.formats import FORMATS, format_for
 from docdesk.settings import Settings
+from docdesk.web.access import (
+    LOGIN_PATH,
+    LOGOUT_PATH,
+    AccessControl,
+    access_control,
+    editor_request,
+    safe_next,
+    signed_in,
+)
 
 __all__ = ["API_JS_PATH", "PAGE_ROUTES", "made_by", "status_words"]
 
@@ -43,10 +56,11 @@ logger = logging.getLogger(__name__)
 
 # Where every Document Server serves its editor script, under its base URL.
 API_JS_PATH = "/web-apps/apps/api/documents/api.js"
-# Who edits when the page is not told: the service has no sign-in of its own.
-PAGE_USER = User(id="docdesk-user", name="docdesk user")
+# Who edits when nobody signed in and the page is not told.
 # The blank documents the list page offers, in the DS's document types' order.
 BLANK_FORMATS = ("docx", "xlsx", "pptx")
+# A sign-in form is a few short fields: anything bigger is not one.
+MAX_LOGIN_BYTES = 8192
 
 environment = Environment(
     loader=PackageLoader("docdesk.web", "templates"),
@@ -208,6 +222,7 @@ async def document_list(request: Request) -> Response:
         documents=[_document_view(d) for d in documents],
         blank_formats=BLANK_FORMATS,
         accept=",".join(f".{extension}" for extension in sorted(FORMATS)),
+        viewer=signed_in(request.scope),
     )
 
 
@@ -221,19 +236,12 @@ async def document_page(request: Request) -> Response:
         document=_document_view(document),
         versions=_version_rows(versions, document.current_version),
         callbacks=_callback_rows(callbacks),
+        viewer=signed_in(request.scope),
     )
 
 
 async def edit_page(request: Request) -> Response:
-    query = request.query_params
-    try:
-        mode = EditorMode(query.get("mode", "edit"))
-        user = User(
-            id=query.get("user_id") or PAGE_USER.id,
-            name=query.get("user_name") or PAGE_USER.name,
-        )
-    except ValueError as exc:
-        raise InvalidRequest(str(exc)) from None
+    mode, user = editor_request(request)
 
     desk = _desk(request)
     document = await desk.document(request.path_params["id"])
@@ -246,7 +254,80 @@ async def edit_page(request: Request) -> Response:
         mode=str(mode),
         api_url=_settings(request).effective_document_server_url.rstrip("/")
         + API_JS_PATH,
+        viewer=signed_in(request.scope),
     )
+
+
+# Signing in and out
+
+
+async def login_form(request: Request) -> Response:
+    gate = _sign_in_gate(request)
+    if gate is None:
+        return _no_sign_in()
+    wanted = safe_next(request.query_params.get("next"))
+    return _render("login.html", next=wanted, user_id="", failed=False)
+
+
+async def login(request: Request) -> Response:
+    """Check the id and password; on success set the cookie and go on."""
+    gate = _sign_in_gate(request)
+    if gate is None:
+        return _no_sign_in()
+    fields = await _form_fields(request)
+    user_id, password = fields.get("user_id", ""), fields.get("password", "")
+    wanted = safe_next(fields.get("next"))
+
+    user = await gate.sign_in(user_id.strip(), password)
+    if user is None:
+        return _render(
+            "login.html",
+            status_code=401,
+            next=wanted,
+            user_id=user_id[:128],
+            failed=True,
+        )
+
+    response = RedirectResponse(wanted, status_code=303)
+    gate.start_session(response, user, request.scope)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    gate = _sign_in_gate(request)
+    if gate is None:
+        return _no_sign_in()
+    response = RedirectResponse(LOGIN_PATH, status_code=303)
+    gate.end_session(response, request.scope)
+    return response
+
+
+def _sign_in_gate(request: Request) -> AccessControl | None:
+    gate = access_control(request.scope)
+    return None if gate is None or gate.open_access else gate
+
+
+def _no_sign_in() -> Response:
+    return _render(
+        "error.html",
+        status_code=404,
+        status=404,
+        message="This docdesk has no sign-in: nobody is asked who they are.",
+    )
+
+
+async def _form_fields(request: Request) -> dict[str, str]:
+    """A small url-encoded form's fields, the first value of each."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_LOGIN_BYTES:
+            raise TooLarge(f"a sign-in form has at most {MAX_LOGIN_BYTES} bytes")
+    try:
+        fields = parse_qs(body.decode(), keep_blank_values=True, max_num_fields=8)
+    except ValueError:
+        raise InvalidRequest("the sign-in form is not a url-encoded form") from None
+    return {name: values[0] for name, values in fields.items()}
 
 
 Page = Callable[[Request], Awaitable[Response]]
@@ -298,6 +379,9 @@ PAGE_ROUTES: list[BaseRoute] = [
     Route("/", _guarded(document_list), methods=["GET"], name="documents"),
     Route("/documents/{id}", _guarded(document_page), methods=["GET"], name="document"),
     Route("/documents/{id}/edit", _guarded(edit_page), methods=["GET"], name="editor"),
+    Route(LOGIN_PATH, login_form, methods=["GET"], name="login"),
+    Route(LOGIN_PATH, login, methods=["POST"]),
+    Route(LOGOUT_PATH, logout, methods=["POST"], name="logout"),
     Mount(
         "/static", app=StaticFiles(packages=[("docdesk.web", "static")]), name="static"
     ),

@@ -53,7 +53,12 @@
   // Talking to docdesk
 
   function request(method, path, body) {
-    var options = { method: method, headers: { Accept: "application/json" } };
+    // The header tells docdesk the call comes from its own script, not from
+    // a page of another site borrowing the session cookie.
+    var options = {
+      method: method,
+      headers: { Accept: "application/json", "X-Requested-With": "docdesk" }
+    };
     if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);

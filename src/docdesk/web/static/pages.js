@@ -72,6 +72,7 @@
     var xhr = new XMLHttpRequest();
     xhr.open("POST", window.DocDesk.base + "/api/documents");
     xhr.setRequestHeader("Accept", "application/json");
+    xhr.setRequestHeader("X-Requested-With", "docdesk");
     xhr.upload.addEventListener("progress", function (e) {
       if (e.lengthComputable) progress.value = Math.round((e.loaded / e.total) * 100);
     });

@@ -1,4 +1,5 @@
-"""Captures, and the signing time of the callback that set a key's editors.
+"""Captures, the signing time of the callback that set a key's editors, and
+an index for the callback log's retention.
 
 Revision ID: 0002
 Revises: 0001
@@ -15,6 +16,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("callbacks", schema=None) as batch_op:
+        batch_op.create_index("ix_callbacks_received", ["received"], unique=False)
     with op.batch_alter_table("keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("editors_signed", sa.Integer(), nullable=True))
     op.create_table(
@@ -35,6 +38,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("callbacks", schema=None) as batch_op:
+        batch_op.drop_index("ix_callbacks_received")
     with op.batch_alter_table("captures", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_captures_document_id"))
 
