@@ -40,6 +40,7 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+from starlette.types import ASGIApp
 
 from docdesk import logs
 from docdesk.catalog import CallbackRecord, Catalog, DocumentRecord, VersionRecord
@@ -88,8 +89,6 @@ def main() -> None:
 @log_format_option
 def serve(host: str, port: int, log_level: str, log_format: str) -> None:
     """Serve the document library and the endpoints the Document Server calls."""
-    import uvicorn
-
     from docdesk.web import create_app
 
     _configure_logging(log_level, log_format)
@@ -122,16 +121,7 @@ def serve(host: str, port: int, log_level: str, log_format: str) -> None:
     logger.info(
         "serving public_url=%s data_dir=%s", settings.public_url, settings.data_dir
     )
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        # The guard reads X-Forwarded-For itself, from trusted proxies only.
-        proxy_headers=False,
-    )
+    _run_server(create_app(settings), host, port)
 
 
 @main.command()
@@ -178,8 +168,6 @@ def simulator(
     log_format: str,
 ) -> None:
     """Serve a stand-in for ONLYOFFICE Docs, faithful to its protocol."""
-    import uvicorn
-
     from docdesk.simulator import SimulatorSettings, create_simulator_app
 
     _configure_logging(log_level, log_format)
@@ -191,16 +179,7 @@ def simulator(
         link_lifetime=link_lifetime,
     )
     logger.info("simulator serving url=http://%s:%d", host, port)
-    uvicorn.run(
-        logs.RequestIdMiddleware(create_simulator_app(settings)),
-        host=host,
-        port=port,
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        # The guard reads X-Forwarded-For itself, from trusted proxies only.
-        proxy_headers=False,
-    )
+    _run_server(logs.RequestIdMiddleware(create_simulator_app(settings)), host, port)
 
 
 @main.command()
@@ -885,6 +864,23 @@ def _is_loopback(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         return address.ipv4_mapped.is_loopback
     return address.is_loopback
+
+
+def _run_server(app: ASGIApp, host: str, port: int) -> None:
+    """Serve until interrupted; docdesk logs its own requests and addresses."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        # The request log leaves out query strings, which hold signatures.
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        # The guard reads X-Forwarded-For itself, from trusted proxies only.
+        proxy_headers=False,
+    )
 
 
 def _settings(**kwargs: object) -> Settings:

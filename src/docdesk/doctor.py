@@ -57,7 +57,7 @@ from docdesk import tokens
 from docdesk.catalog import Catalog
 from docdesk.commands import CommandError, CommandService, ConversionError
 from docdesk.conversion import ConversionResult, ConversionService
-from docdesk.desk import _any_private, _url_map
+from docdesk.desk import internal_url_map, resolves_privately
 from docdesk.downloads import Fetcher
 from docdesk.errors import (
     CatalogError,
@@ -678,7 +678,7 @@ class _Examination:
         assert self.converted is not None
         assert self.converted.file_url is not None
         url = self.converted.file_url
-        for public, internal in _url_map(self.settings).items():
+        for public, internal in internal_url_map(self.settings).items():
             if url.startswith(public):
                 url = internal + url[len(public) :]
         origins = self.settings.document_server_origins
@@ -690,7 +690,7 @@ class _Examination:
             origins,
             max_bytes=MAX_PROBE_RESULT,
             timeout=self.wait,
-            allow_private=await _any_private(origins),
+            allow_private=await resolves_privately(origins),
         )
         try:
             await fetcher.fetch(url, sink)

@@ -3,6 +3,9 @@
 Tests talk to it over HTTP like any client would. The service's event loop
 is reachable through :meth:`Service.call`, for the few facts the HTTP API
 does not show (recoveries, a version's history) and for failure injection.
+With no Document Server in its settings, the service mounts the simulator
+at ``SIMULATOR_PATH``, as ``docdesk serve`` does; :attr:`Service.simulator`
+reaches it.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from typing import Any, TypeVar
 
 import httpx
 import uvicorn
+from starlette.routing import Mount
 
 from docdesk.desk import DocDesk
-from docdesk.settings import Settings
+from docdesk.settings import SIMULATOR_PATH, Settings
+from docdesk.simulator import Simulator, SimulatorSettings
 from docdesk.web import create_app
 
 __all__ = ["Service", "Session", "bound_listener", "sha256"]
@@ -44,13 +49,23 @@ class Session:
 
 
 class Service:
-    """docdesk serving ``settings`` on the already bound ``listener``."""
+    """docdesk serving ``settings`` on the already bound ``listener``.
 
-    def __init__(self, settings: Settings, listener: socket.socket) -> None:
+    ``simulator_settings`` shapes the embedded simulator, when the settings
+    name no Document Server.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        listener: socket.socket,
+        *,
+        simulator_settings: SimulatorSettings | None = None,
+    ) -> None:
         self.settings = settings
         self.url = settings.public_url
         self.blob_root = settings.data_dir / "blobs"
-        self.app = create_app(settings)
+        self.app = create_app(settings, simulator_settings=simulator_settings)
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="on"
         )
@@ -71,6 +86,10 @@ class Service:
     def stop(self) -> None:
         self.client.close()
         self._server.should_exit = True
+        # A download the simulator stalls on purpose would hold a graceful
+        # shutdown for an hour: end the requests still running.
+        for task in list(self._server.server_state.tasks):
+            self._loop.call_soon_threadsafe(task.cancel)
         self._thread.join(timeout=STARTUP_LIMIT)
 
     def _run(self) -> None:
@@ -84,6 +103,15 @@ class Service:
     def desk(self) -> DocDesk:
         desk: DocDesk = self.app.state.desk
         return desk
+
+    @property
+    def simulator(self) -> Simulator:
+        """The embedded simulator, the Document Server of this service."""
+        for route in self.app.routes:
+            if isinstance(route, Mount) and route.path == SIMULATOR_PATH:
+                simulator: Simulator = route.app.state.simulator  # type: ignore[attr-defined]
+                return simulator
+        raise LookupError("this service has a Document Server of its own")
 
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run ``coroutine`` on the service's own event loop."""

@@ -1,9 +1,20 @@
-"""A small stand-in for the Document Server, on a real loopback port.
+"""A stand-in Document Server for hostile input, on a real loopback port.
 
-It does the three things the save path meets the Document Server (DS) doing:
+The Document Server's behaviour is tested against ``docdesk.simulator``,
+the protocol-faithful DS. This stand-in is not a second DS: it posts
+whatever a test asks, signed or not, for what a real DS never does but an
+attacker or a broken network might: forged, expired, unsigned and HS512
+tokens, exact replays, keys of other documents, malformed and oversized
+bodies, links off the DS's origin (other hosts, ports and schemes, cloud
+metadata and private addresses), redirects, lying or missing lengths, and
+bytes that are not the file they claim to be. It also serves what the
+simulator cannot produce: an .odt saved back as docx, a 403 or 410 from the
+DS's nginx, and a changes archive that fails apart from its file.
 
-- it serves edited files under ``/cache/files/...`` behind links that look
-  signed, fresh ones on each call as the DS makes on each attempt, and can
+It does what it needs of the DS's side:
+
+- it serves files under ``/cache/files/...`` behind links that look signed,
+  fresh ones on each call as the DS makes on each attempt, and can
   misbehave on demand (:class:`Trouble`);
 - it posts callbacks signed as the DS signs them: the plain fields plus
   ``token``, a flat JWT of the fields, in the body, and ``Authorization:
@@ -12,8 +23,7 @@ It does the three things the save path meets the Document Server (DS) doing:
 - it downloads ``document.url`` with the header JWT ``{"payload": {"url"}}``.
 
 It signs with PyJWT directly, not with docdesk's own token code, so a test
-never checks docdesk against itself. The full simulator in
-``docdesk.simulator`` will replace it.
+never checks docdesk against itself.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 One INFO line per callback with its outcome (ERROR when the answer is a
 failure), and never a token, a secret, a link signature or a signed URL.
+The session is the simulator's, run once for the module; the two forgeries
+that close it are posted by the stand-in, since no DS sends them.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from .conftest import SECRET
-from .harness import Service
 from .office import make_docx
-from .standin import StandIn, Trouble, sign
+from .simulated import Simulated
+from .standin import StandIn, sign
+
+LINKS = ("url", "changesurl")
 
 
 @dataclass(frozen=True)
@@ -45,50 +50,54 @@ def _signatures(url: str) -> list[str]:
     return [query[name] for name in ("sig", "md5") if name in query]
 
 
-def _run_session(service: Service, standin: StandIn) -> Run:
-    """Open, edit, force save (once in vain), close, save; then two forgeries."""
+def _run_session(sim: Simulated, standin: StandIn) -> Run:
+    """Edit, Save (once in vain), Save, edit, leave; open and leave; two forgeries."""
     tokens_before = len(standin.tokens)
-    document = service.upload("Logged.docx", make_docx("v1"))
-    config = service.config(document["id"], user_id="ann", user_name="Ann")
-    key = config["document"]["key"]
-    callback_url = config["editorConfig"]["callbackUrl"]
-    standin.download(config["document"]["url"])
-    standin.put("logged/forced.docx", make_docx("v2"))
-    standin.put("logged/final.docx", make_docx("v3"))
-    standin.put("logged/changes.zip", b"PK\x05\x06" + b"\0" * 18)
-    standin.put("logged/broken.docx", b"", Trouble.SERVER_ERROR)
-    broken = standin.save_fields(key, 6, "logged/broken.docx")
-    forced = standin.save_fields(key, 6, "logged/forced.docx")
-    final = standin.save_fields(
-        key, 2, "logged/final.docx", changesurl=standin.link("logged/changes.zip")
-    )
-    forged = sign(final, "a-forged-secret-" + "f" * 48)
-    unsigned_link = callback_url.replace("sig=", "sig=0")
+    document_id = sim.service.upload("Logged.docx", make_docx("v1"))["id"]
+    ann = sim.open(document_id, "ann")
+    sim.control.edit(ann.id, "v2")
+    sim.control.faults(download="fail")
+    assert sim.control.save(ann.id)
+    sim.failed(6, ann.key)
+    assert sim.control.save(ann.id)
+    sim.delivered(6, ann.key)
+    sim.control.edit(ann.id, "v3")
+    sim.control.close(ann.id)
+    final = sim.delivered(2, ann.key)["body"]
+    bob = sim.open(document_id, "bob")
+    sim.control.close(bob.id)
+    sim.delivered(4, bob.key)
+    fields = {name: value for name, value in final.items() if name != "token"}
+    forged = sign(fields, "a-forged-secret-" + "f" * 48)
 
-    standin.callback(callback_url, {"key": key, "status": 1, "users": ["ann"]})
-    standin.callback(callback_url, broken)
-    standin.callback(callback_url, forced)
-    standin.callback(callback_url, final)
-    standin.callback(callback_url, {"key": key, "status": 4})
-    standin.post(callback_url, json.dumps({**final, "token": forged}).encode())
-    standin.callback(unsigned_link, final)
+    standin.post(ann.callback_url, json.dumps({**fields, "token": forged}).encode())
+    standin.callback(ann.callback_url.replace("sig=", "sig=0"), fields)
 
-    links = [
-        config["document"]["url"],
-        callback_url,
-        broken["url"],
-        forced["url"],
-        final["url"],
-        final["changesurl"],
+    bodies: list[dict[str, Any]] = [
+        attempt["body"]
+        for key in (ann.key, bob.key)
+        for attempt in sim.control.callbacks(key)
     ]
-    tokens = [*standin.tokens[tokens_before:], forged, config["token"]]
+    links = [
+        *(editor.config["document"]["url"] for editor in (ann, bob)),
+        *(editor.callback_url for editor in (ann, bob)),
+        *(body[name] for body in bodies for name in LINKS if name in body),
+    ]
+    tokens = [
+        *standin.tokens[tokens_before:],
+        forged,
+        *(editor.config["token"] for editor in (ann, bob)),
+        *sim.wire.bearer_tokens(),
+        *(body["token"] for body in bodies),
+    ]
     return Run(
-        document_id=document["id"],
+        document_id=document_id,
         sent=[
             Sent(1, "editing", 200),
             Sent(6, "download_failed", 503, error=1),
             Sent(6, "saved", 200),
             Sent(2, "saved", 200),
+            Sent(1, "editing", 200),
             Sent(4, "closed", 200),
             Sent(None, "invalid_token", 401, error=1),
             Sent(None, "forbidden", 403, error=1),
@@ -104,34 +113,66 @@ def _run_session(service: Service, standin: StandIn) -> Run:
     )
 
 
-def _docdesk_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name.split(".")[0] == "docdesk"]
+class Records(logging.Handler):
+    """Every record of docdesk's loggers, its simulator's included."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Formatting fills in exc_text, where a traceback could leak.
+        self.format(record)
+        self.records.append(record)
+
+
+@dataclass(frozen=True)
+class Logged:
+    run: Run
+    records: list[logging.LogRecord]
+
+
+@pytest.fixture(scope="module")
+def logged(simulated: Simulated, standin: StandIn) -> Logged:
+    """One whole session, run once for every test of the module to read."""
+    logger = logging.getLogger("docdesk")
+    handler, level = Records(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    simulated.reset()
+    try:
+        run = _run_session(simulated, standin)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        simulated.reset()
+    return Logged(run, handler.records)
 
 
 def test_a_whole_session_logs_no_token_secret_signature_or_signed_url(
-    service: Service, standin: StandIn, caplog: pytest.LogCaptureFixture
+    logged: Logged,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="docdesk")
+    lines = [r.getMessage() + (r.exc_text or "") for r in logged.records]
 
-    run = _run_session(service, standin)
-
-    lines = [r.getMessage() + (r.exc_text or "") for r in _docdesk_lines(caplog)]
     assert any(line.startswith("download ") for line in lines), "no DEBUG captured"
-    leaks = [s for s in run.secrets if any(s in line for line in lines)]
+    leaks = [s for s in logged.run.secrets if any(s in line for line in lines)]
     assert leaks == []
     assert not [line for line in lines if "sig=" in line or "md5=" in line]
 
 
 def test_each_callback_leaves_exactly_one_callback_line_with_its_outcome(
-    service: Service, standin: StandIn, caplog: pytest.LogCaptureFixture
+    logged: Logged,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="docdesk")
+    run = logged.run
 
-    run = _run_session(service, standin)
-
+    # The simulator's own "callback sent" lines are the DS's, not docdesk's.
     lines = [
-        r for r in _docdesk_lines(caplog) if r.getMessage().startswith("callback ")
+        r
+        for r in logged.records
+        if r.getMessage().startswith("callback ")
+        and not r.name.startswith("docdesk.simulator")
     ]
+
     assert len(lines) == len(run.sent)
     for line, sent in zip(lines, run.sent, strict=True):
         message = line.getMessage()
@@ -143,11 +184,11 @@ def test_each_callback_leaves_exactly_one_callback_line_with_its_outcome(
 
 
 def test_the_callback_log_has_one_record_per_callback(
-    service: Service, standin: StandIn
+    simulated: Simulated, logged: Logged
 ) -> None:
-    run = _run_session(service, standin)
+    run = logged.run
 
-    records = service.callbacks(run.document_id)
+    records = simulated.service.callbacks(run.document_id)
 
     assert [(r["status"], r["outcome"], r["http_status"]) for r in records] == [
         (sent.status, sent.outcome, sent.http_status) for sent in run.sent
@@ -160,11 +201,11 @@ def test_the_callback_log_has_one_record_per_callback(
 
 
 def test_the_callback_log_holds_no_token_signature_or_signed_url(
-    service: Service, standin: StandIn
+    simulated: Simulated, logged: Logged
 ) -> None:
-    run = _run_session(service, standin)
+    document_id = logged.run.document_id
 
-    response = service.client.get(f"/api/documents/{run.document_id}/callbacks")
+    response = simulated.service.client.get(f"/api/documents/{document_id}/callbacks")
 
     assert response.status_code == 200
-    assert [s for s in run.secrets if s in response.text] == []
+    assert [s for s in logged.run.secrets if s in response.text] == []

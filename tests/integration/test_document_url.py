@@ -1,4 +1,9 @@
-"""``document.url``: the Document Server downloads the file it opens."""
+"""``document.url``: the Document Server downloads the file it opens.
+
+The downloads of an honest DS are the simulator's, opening an editor; the
+links and tokens no DS sends (no signature, a wrong one, a forged or expired
+JWT) come from the stand-in.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import jwt
 from .conftest import SECRET
 from .harness import Service
 from .office import make_docx
+from .simulated import Simulated
 from .standin import StandIn
 
 
@@ -23,16 +29,20 @@ def _with_query(url: str, **changes: str | None) -> str:
 
 
 def test_the_ds_downloads_the_current_bytes_with_its_header_jwt(
-    service: Service, standin: StandIn
+    sim: Simulated,
 ) -> None:
     content = make_docx("open me")
-    document = service.upload("Open.docx", content)
-    session = service.session(document["id"])
+    document_id = sim.service.upload("Open.docx", content)["id"]
 
-    response = standin.download(session.document_url)
+    ann = sim.open(document_id)
 
-    assert response.status_code == 200
-    assert response.content == content
+    [request] = [r for r in sim.wire.sent if r.method == "GET"]
+    [download] = [h for h in sim.wire.heard if h.method == "GET"]
+    bearer = request.headers["authorization"].removeprefix("Bearer ")
+    claims = jwt.decode(bearer, SECRET, algorithms=["HS256"])
+    assert claims["payload"] == {"url": ann.config["document"]["url"]}
+    assert (download.http_status, download.body) == (200, content)
+    assert sim.control.state(ann.id)["text"] == ["open me"]
 
 
 def test_a_signed_link_alone_serves_when_the_ds_sends_no_jwt(
@@ -151,17 +161,20 @@ def test_an_expired_jwt_header_serves_no_bytes(service: Service) -> None:
 
 
 def test_an_older_key_still_serves_the_version_it_was_issued_for(
-    service: Service, standin: StandIn
+    sim: Simulated,
 ) -> None:
     first = make_docx("what the old session opened")
-    document = service.upload("Split.docx", first)
-    old = service.session(document["id"])
-    service.client.post(
-        f"/api/documents/{document['id']}/versions",
+    document_id = sim.service.upload("Split.docx", first)["id"]
+    old = sim.service.config(document_id, user_id="ann", user_name="Ann")
+    sim.service.client.post(
+        f"/api/documents/{document_id}/versions",
         files={"file": ("Split.docx", make_docx("uploaded meanwhile"))},
     )
 
-    response = standin.download(old.document_url)
+    # A page loaded before the upload opens the editor afterwards.
+    editor = sim.control.open(old)
+    sim.control.wait_for_callback(1, key=old["document"]["key"])
 
-    assert response.status_code == 200
-    assert response.content == first
+    [download] = [h for h in sim.wire.heard if h.method == "GET"]
+    assert (download.http_status, download.body) == (200, first)
+    assert sim.control.state(editor)["text"] == ["what the old session opened"]

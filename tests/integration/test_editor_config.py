@@ -8,7 +8,7 @@ import pytest
 from .conftest import SECRET
 from .harness import Service
 from .office import make_docx, make_xlsx
-from .standin import StandIn
+from .simulated import Simulated
 
 
 def test_the_config_has_every_field_the_editor_needs(service: Service) -> None:
@@ -58,20 +58,15 @@ def test_the_links_are_absolute_under_the_public_url(service: Service) -> None:
     assert document["id"] in config["editorConfig"]["callbackUrl"]
 
 
-def test_two_users_share_the_key_while_the_session_is_open(
-    service: Service, standin: StandIn
-) -> None:
-    document = service.upload("Shared.docx", make_docx("shared"))
-    first = service.session(document["id"], user_id="ann")
-    standin.callback(
-        first.callback_url,
-        {"key": first.key, "status": 1, "users": ["ann"], "actions": []},
-    )
+def test_two_users_share_the_key_while_the_session_is_open(sim: Simulated) -> None:
+    document_id = sim.service.upload("Shared.docx", make_docx("shared"))["id"]
+    ann = sim.open(document_id, "ann")
 
-    second = service.session(document["id"], user_id="bob")
+    bob = sim.open(document_id, "bob")
 
-    assert second.key == first.key
-    assert second.document_url == first.document_url
+    assert bob.key == ann.key
+    assert bob.config["document"]["url"] == ann.config["document"]["url"]
+    assert sim.control.state(bob.id)["editors"] == ["ann", "bob"]
 
 
 def test_the_view_mode_config_does_not_let_anyone_edit(service: Service) -> None:

@@ -1,16 +1,19 @@
 """A fault at each step of a commit, injected into the running service.
 
-After any of them the previous version must still be current and whole,
-the DS must hear a failure, and once the fault is gone the DS's retry must
-store the save exactly once.
+After any of them the previous version must still be current and whole, the
+DS must hear a failure, and the DS's own retry, once the fault has passed,
+must store the save exactly once. The saves come from the simulator; each
+fault fails once, as a transient one does, and the wire takes docdesk's
+state at the instant the DS hears the failure, before it tries again.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
-from collections.abc import Callable
-from typing import NoReturn
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
@@ -19,7 +22,9 @@ from docdesk.errors import CatalogError, StorageError
 
 from .harness import Service, sha256
 from .office import make_docx
-from .standin import StandIn
+from .simulated import Simulated, Snapshot
+
+T = TypeVar("T")
 
 OK = {"error": 0}
 FAILED = {"error": 1}
@@ -47,43 +52,81 @@ async def _delete_fails(*_: object, **__: object) -> NoReturn:
     raise StorageError("could not delete: injected")
 
 
+def _once(fault: Callable[..., NoReturn], then: Callable[..., T]) -> Callable[..., T]:
+    """``then``, but its first call meets ``fault``."""
+    calls = 0
+
+    def first_fails(*args: Any, **kwargs: Any) -> T:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            fault(*args, **kwargs)
+        return then(*args, **kwargs)
+
+    return first_fails
+
+
+def _once_async(
+    fault: Callable[..., Awaitable[NoReturn]], then: Callable[..., Awaitable[T]]
+) -> Callable[..., Awaitable[T]]:
+    """The coroutine ``then``, but its first call meets ``fault``."""
+    calls = 0
+
+    async def first_fails(*args: Any, **kwargs: Any) -> T:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await fault(*args, **kwargs)
+        return await then(*args, **kwargs)
+
+    return first_fails
+
+
 def _blob_fsync(monkeypatch: pytest.MonkeyPatch, service: Service) -> None:
     # Process-wide, but only the blob store calls it: SQLite syncs from C.
-    monkeypatch.setattr(os, "fsync", _disk_fails)
+    monkeypatch.setattr(os, "fsync", _once(_disk_fails, os.fsync))
 
 
 def _blob_link(monkeypatch: pytest.MonkeyPatch, service: Service) -> None:
-    monkeypatch.setattr(os, "link", _disk_full)
+    monkeypatch.setattr(os, "link", _once(_disk_full, os.link))
 
 
 def _folder_sync(monkeypatch: pytest.MonkeyPatch, service: Service) -> None:
-    monkeypatch.setattr(docdesk.storage.local, "_sync_folder", _disk_fails)
+    synced = docdesk.storage.local._sync_folder
+    monkeypatch.setattr(
+        docdesk.storage.local, "_sync_folder", _once(_disk_fails, synced)
+    )
 
 
 def _catalog_commit(monkeypatch: pytest.MonkeyPatch, service: Service) -> None:
-    monkeypatch.setattr(service.desk.catalog, "commit_version", _catalog_fails)
+    catalog = service.desk.catalog
+    commit = _once_async(_catalog_fails, catalog.commit_version)
+    monkeypatch.setattr(catalog, "commit_version", commit)
 
 
 def _catalog_commit_and_cleanup(
     monkeypatch: pytest.MonkeyPatch, service: Service
 ) -> None:
-    monkeypatch.setattr(service.desk.catalog, "commit_version", _catalog_fails)
-    monkeypatch.setattr(service.desk.store, "delete", _delete_fails)
+    _catalog_commit(monkeypatch, service)
+    store = service.desk.store
+    monkeypatch.setattr(store, "delete", _once_async(_delete_fails, store.delete))
 
 
 def _catalog_crash(monkeypatch: pytest.MonkeyPatch, service: Service) -> None:
-    monkeypatch.setattr(service.desk.catalog, "commit_version", _catalog_crashes)
+    catalog = service.desk.catalog
+    commit = _once_async(_catalog_crashes, catalog.commit_version)
+    monkeypatch.setattr(catalog, "commit_version", commit)
 
 
 @pytest.mark.parametrize(
-    ("inject", "http_status"),
+    ("inject", "http_status", "cleans_up"),
     [
-        (_blob_fsync, 503),
-        (_blob_link, 503),
-        (_folder_sync, 503),
-        (_catalog_commit, 503),
-        (_catalog_commit_and_cleanup, 503),
-        (_catalog_crash, 500),
+        (_blob_fsync, 503, True),
+        (_blob_link, 503, True),
+        (_folder_sync, 503, True),
+        (_catalog_commit, 503, True),
+        (_catalog_commit_and_cleanup, 503, False),
+        (_catalog_crash, 500, True),
     ],
     ids=[
         "blob-fsync",
@@ -94,111 +137,91 @@ def _catalog_crash(monkeypatch: pytest.MonkeyPatch, service: Service) -> None:
         "catalog-crash",
     ],
 )
-def test_a_fault_in_the_commit_keeps_the_previous_version_and_a_retry_saves_once(
-    service: Service,
-    standin: StandIn,
+def test_a_fault_in_the_commit_keeps_the_previous_version_and_the_retry_saves_once(
+    sim: Simulated,
     monkeypatch: pytest.MonkeyPatch,
     inject: Injection,
     http_status: int,
+    cleans_up: bool,
 ) -> None:
     original = make_docx(f"intact through {inject.__name__}")
-    document = service.upload(f"Fault {inject.__name__}.docx", original)
-    session = service.session(document["id"])
-    edited = make_docx(f"saved after {inject.__name__}")
-    name = f"fault{inject.__name__}/output.docx"
-    standin.put(name, edited)
-    inject(monkeypatch, service)
+    document_id = sim.service.upload(f"Fault {inject.__name__}.docx", original)["id"]
+    ann = sim.open(document_id)
+    sim.control.edit(ann.id, f"saved after {inject.__name__}")
+    blobs = sim.service.blob_files()
+    sim.watch(document_id)
+    inject(monkeypatch, sim.service)
 
-    failed = standin.callback(
-        session.callback_url, standin.save_fields(session.key, 2, name)
-    )
+    sim.control.close(ann.id)
+    saved = sim.delivered(2, ann.key)["body"]
 
-    monkeypatch.undo()
-    assert failed.status_code == http_status
-    assert failed.json() == FAILED
-    assert service.document(document["id"])["version"] == 1
-    assert sha256(service.content(document["id"])) == sha256(original)
-    assert sha256(service.content(document["id"], 1)) == document["sha256"]
-    assert service.session(document["id"]).key == session.key
-    assert service.staging() == []
-    retried = standin.callback(
-        session.callback_url, standin.save_fields(session.key, 2, name)
-    )
-    assert retried.json() == OK
-    assert [v["version"] for v in service.versions(document["id"])] == [1, 2]
-    assert service.content(document["id"]) == edited
+    failed, retried = sim.wire.answers(2)
+    assert (failed.http_status, failed.json) == (http_status, FAILED)
+    seen = failed.seen
+    assert isinstance(seen, Snapshot), seen
+    assert (seen.version, seen.sha256, seen.key) == (1, sha256(original), ann.key)
+    assert seen.staging == []
+    assert {name: seen.blobs.get(name) for name in blobs} == blobs
+    # When the removal itself fails, what it leaves is the next test's.
+    assert seen.blobs == blobs or not cleans_up
+    assert retried.json == OK
+    assert [v["version"] for v in sim.service.versions(document_id)] == [1, 2]
+    assert sim.service.content(document_id) == sim.fetch(saved["url"])
 
 
-@pytest.mark.parametrize(
-    "inject",
-    [_blob_fsync, _blob_link, _folder_sync, _catalog_commit, _catalog_crash],
-    ids=["blob-fsync", "blob-link", "folder-sync", "catalog-commit", "catalog-crash"],
-)
-def test_a_failed_commit_leaves_no_blob_behind(
-    service: Service,
-    standin: StandIn,
-    monkeypatch: pytest.MonkeyPatch,
-    inject: Injection,
+def test_a_failed_removal_leaves_behind_only_the_blob_it_could_not_remove(
+    sim: Simulated, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    document = service.upload("No leftovers.docx", make_docx("v1"))
-    session = service.session(document["id"])
-    standin.put(f"leftover{inject.__name__}.docx", make_docx("v2"))
-    blobs = service.blob_files()
-    inject(monkeypatch, service)
+    document_id = sim.service.upload("Orphans.docx", make_docx("v1"))["id"]
+    ann = sim.open(document_id)
+    sim.control.edit(ann.id, "a save with its changes archive")
+    blobs = sim.service.blob_files()
+    sim.watch(document_id)
+    _catalog_commit_and_cleanup(monkeypatch, sim.service)
 
-    standin.callback(
-        session.callback_url,
-        standin.save_fields(session.key, 2, f"leftover{inject.__name__}.docx"),
-    )
+    sim.control.close(ann.id)
+    sim.delivered(2, ann.key)
 
-    monkeypatch.undo()
-    assert service.blob_files() == blobs
-    assert service.staging() == []
+    seen = sim.wire.answers(2)[0].seen
+    assert isinstance(seen, Snapshot), seen
+    leftovers = sorted(set(seen.blobs) - set(blobs))
+    assert [name.rpartition(".")[2] for name in leftovers] == ["docx"]
 
 
 def test_a_fault_after_the_commit_is_cured_by_the_retry_with_one_version(
-    service: Service, standin: StandIn, monkeypatch: pytest.MonkeyPatch
+    sim: Simulated, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    document = service.upload("After commit.docx", make_docx("v1"))
-    session = service.session(document["id"])
-    edited = make_docx("durable before the fault")
-    standin.put("aftercommit/output.docx", edited)
-    monkeypatch.setattr(service.desk.catalog, "record_delivery", _catalog_fails)
+    document_id = sim.service.upload("After commit.docx", make_docx("v1"))["id"]
+    ann = sim.open(document_id)
+    sim.control.edit(ann.id, "durable before the fault")
+    catalog = sim.service.desk.catalog
+    recorded = _once_async(_catalog_fails, catalog.record_delivery)
+    monkeypatch.setattr(catalog, "record_delivery", recorded)
 
-    failed = standin.callback(
-        session.callback_url,
-        standin.save_fields(session.key, 2, "aftercommit/output.docx"),
-    )
+    sim.control.close(ann.id)
+    saved = sim.delivered(2, ann.key)["body"]
 
-    monkeypatch.undo()
-    assert failed.status_code == 503
-    retried = standin.callback(
-        session.callback_url,
-        standin.save_fields(session.key, 2, "aftercommit/output.docx"),
-    )
-    assert retried.json() == OK
-    assert [v["version"] for v in service.versions(document["id"])] == [1, 2]
-    assert service.content(document["id"]) == edited
+    tries = [(a["attempt"], a["http_status"]) for a in sim.attempts(2, ann.key)]
+    assert tries == [(1, 503), (2, 200)]
+    assert [v["version"] for v in sim.service.versions(document_id)] == [1, 2]
+    assert sim.service.content(document_id) == sim.fetch(saved["url"])
 
 
 def test_a_force_save_under_a_fault_keeps_the_previous_version(
-    service: Service, standin: StandIn, monkeypatch: pytest.MonkeyPatch
+    sim: Simulated, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = make_docx("before the force save")
-    document = service.upload("Forced fault.docx", original)
-    session = service.session(document["id"])
-    standin.put("forcedfault/output.docx", make_docx("lost for now"))
-    monkeypatch.setattr(os, "link", _disk_full)
+    document_id = sim.service.upload("Forced fault.docx", original)["id"]
+    ann = sim.open(document_id)
+    sim.control.edit(ann.id, "lost for now")
+    monkeypatch.setattr(os, "link", _once(_disk_full, os.link))
 
-    failed = standin.callback(
-        session.callback_url,
-        standin.save_fields(session.key, 6, "forcedfault/output.docx"),
-    )
+    assert sim.control.save(ann.id)
+    failed = sim.failed(6, ann.key)
 
-    monkeypatch.undo()
-    assert failed.json() == FAILED
-    assert [v["version"] for v in service.versions(document["id"])] == [1]
-    assert service.content(document["id"]) == original
+    assert json.loads(failed["answer"]) == FAILED
+    assert [v["version"] for v in sim.service.versions(document_id)] == [1]
+    assert sim.service.content(document_id) == original
 
 
 def test_an_upload_under_a_full_disk_is_503_and_keeps_the_current_version(

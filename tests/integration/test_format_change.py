@@ -3,6 +3,10 @@
 The DS may hand back an .odt document as docx. docdesk keeps it as docx on
 purpose, says so in the version's note, and never writes docx bytes under
 an .odt name.
+
+These stay on the stand-in: the simulator edits docx, xlsx, pptx and plain
+text only and converts nothing on save, so no session of its ever hands back
+another format than the one it opened.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from docdesk.catalog.records import (
     RecoveryRecord,
     VersionRecord,
     VersionSource,
+    is_document_id,
 )
 from docdesk.catalog.store import Catalog
 
@@ -22,4 +23,5 @@ __all__ = [
     "RecoveryRecord",
     "VersionRecord",
     "VersionSource",
+    "is_document_id",
 ]

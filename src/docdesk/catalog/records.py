@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -9,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "DOCUMENT_ID",
     "CallbackRecord",
     "CaptureRecord",
     "DocumentRecord",
@@ -17,7 +19,16 @@ __all__ = [
     "RecoveryRecord",
     "VersionRecord",
     "VersionSource",
+    "is_document_id",
 ]
+
+
+# The ids docdesk gives documents: 64 random bits in hex.
+DOCUMENT_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def is_document_id(value: str) -> bool:
+    return DOCUMENT_ID.fullmatch(value) is not None
 
 
 class VersionSource(StrEnum):

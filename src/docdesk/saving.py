@@ -1,0 +1,372 @@
+"""The save path: what docdesk does with each Document Server callback.
+
+A save reads as: verify, bind to the document, fetch to a temporary blob,
+check, commit, acknowledge. The Document Server (DS) hears ``{"error": 0}``
+only after the version is durable; a failure a retry may cure answers HTTP
+503 so the DS retries, any other ``{"error": 1}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from docdesk import tokens
+from docdesk.callback import (
+    CallbackPayload,
+    CallbackStatus,
+    ForceSaveType,
+    SignedCallback,
+    read_callback,
+)
+from docdesk.capture import settle_capture
+from docdesk.catalog import (
+    CallbackRecord,
+    DocumentRecord,
+    KeyRecord,
+    NewVersion,
+    RecoveryRecord,
+    VersionSource,
+    is_document_id,
+)
+from docdesk.downloads import Sink
+from docdesk.editor import new_document_key
+from docdesk.errors import (
+    DocdeskError,
+    DownloadError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    TokenError,
+    TooLarge,
+)
+from docdesk.formats import check_bytes, format_for
+
+if TYPE_CHECKING:
+    from docdesk.desk import DocDesk
+
+__all__ = ["DELIVERY_MEMORY", "CallbackReply", "SavePath"]
+
+logger = logging.getLogger(__name__)
+
+# The DS signs callbacks for 5 minutes and we allow 60 s of skew: a token
+# older than that cannot come back, so it need not be remembered longer.
+DELIVERY_MEMORY = 300 + 2 * tokens.LEEWAY
+
+
+@dataclass(frozen=True)
+class CallbackReply:
+    """How to answer the DS: ``http_status`` with ``{"error": error}``."""
+
+    http_status: int
+    error: int
+    outcome: str
+    version: int | None = None
+    saved_bytes: int | None = None
+
+    def body(self) -> dict[str, int]:
+        return {"error": self.error}
+
+
+class SavePath:
+    """Handles the callbacks of one DocDesk, with its store and catalog."""
+
+    def __init__(self, desk: DocDesk) -> None:
+        self.desk = desk
+
+    async def handle(
+        self,
+        document_id: str,
+        signature: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        source: str | None = None,
+    ) -> CallbackReply:
+        """Act on one DS callback and say how to answer it.
+
+        Never raises: every failure becomes an answer the DS understands,
+        HTTP 503 when a retry may succeed, ``{"error": 1}`` otherwise.
+        """
+        started = time.monotonic()
+        payload: CallbackPayload | None = None
+        try:
+            if not self.desk.links.check_callback(document_id, signature):
+                raise Forbidden("the callback link's signature does not match")
+            signed = read_callback(
+                body, headers, secret=self.desk.jwt_secret, header=self.desk.jwt_header
+            )
+            payload = signed.payload
+            issued = await self._issued_key(document_id, payload.key)
+            async with self.desk.lock(document_id):
+                reply = await self._act(issued, signed)
+        except DocdeskError as exc:
+            reply = _failure(exc)
+            detail: str | None = exc.message
+        except Exception as exc:
+            logger.exception("callback crashed document=%s", document_id)
+            reply = CallbackReply(500, 1, "crashed")
+            detail = type(exc).__name__
+        else:
+            detail = None
+
+        await settle_capture(self.desk, payload, reply)
+        await self._log_callback(document_id, payload, reply, detail, started, source)
+        return reply
+
+    async def _issued_key(self, document_id: str, key: str) -> KeyRecord:
+        issued = await self.desk.catalog.key(key)
+        if issued is None:
+            raise Forbidden("the callback's key was never issued here")
+        if issued.document_id != document_id:
+            raise Forbidden("the callback's key belongs to another document")
+        return issued
+
+    async def _act(self, issued: KeyRecord, signed: SignedCallback) -> CallbackReply:
+        payload, delivery = signed.payload, signed.delivery
+        status = payload.status
+        if status in (CallbackStatus.EDITING, CallbackStatus.CLOSED):
+            editors = payload.users if status is CallbackStatus.EDITING else ()
+            if not await self.desk.catalog.set_editors(
+                payload.key,
+                editors,
+                document_id=issued.document_id,
+                status=status,
+                signed=signed.signed,
+                delivery=delivery,
+                keep=DELIVERY_MEMORY,
+            ):
+                return CallbackReply(200, 0, "stale")
+            return CallbackReply(200, 0, "editing" if editors else "closed")
+        if status is CallbackStatus.MAIL_MERGE:
+            return CallbackReply(200, 0, "ignored")
+
+        # The DS signs every attempt afresh, so a token seen twice is a replay.
+        if await self.desk.catalog.delivered(delivery):
+            return CallbackReply(200, 0, "replayed")
+        if status.corrupted:
+            reply = await self._recover(issued, payload)
+        else:
+            reply = await self._save(issued, payload)
+        await self.desk.catalog.record_delivery(
+            delivery, issued.document_id, status, keep=DELIVERY_MEMORY
+        )
+        return reply
+
+    async def _save(self, issued: KeyRecord, payload: CallbackPayload) -> CallbackReply:
+        document = await self.desk.catalog.document(issued.document_id)
+        ends_session = payload.status is CallbackStatus.MUST_SAVE
+        if payload.url is None:
+            raise InvalidRequest(f"status {payload.status} came without a url")
+
+        if (
+            ends_session
+            and payload.notmodified
+            and await self._already_kept(document, payload)
+        ):
+            await self._rotate(document.id, payload.key)
+            return CallbackReply(200, 0, "notmodified")
+
+        fmt = format_for(payload.filetype or document.file_type)
+        stem = f"documents/{document.id}/{secrets.token_hex(8)}"
+        async with self.desk.store.create() as blob:
+            await self._fetch(payload.url, blob)
+            check_bytes(fmt, blob.digest.head, blob.digest.tail, blob.digest.size)
+            if blob.digest.sha256 == document.sha256:
+                if ends_session:
+                    await self._rotate(document.id, payload.key)
+                return CallbackReply(200, 0, "unchanged")
+            await blob.commit(f"{stem}.{fmt.extension}")
+            size, sha256 = blob.digest.size, blob.digest.sha256
+
+        changes_blob, forms_blob, notes = await self._extras(payload, stem)
+        if fmt.extension != document.file_type:
+            notes.append(
+                f"the Document Server saved {document.file_type} as "
+                f"{fmt.extension}; kept as {fmt.extension}"
+            )
+
+        version = NewVersion(
+            blob=f"{stem}.{fmt.extension}",
+            file_type=fmt.extension,
+            size=size,
+            sha256=sha256,
+            source=VersionSource.SAVE if ends_session else VersionSource.FORCESAVE,
+            author_id=payload.author,
+            author_name=_author_name(payload),
+            status=payload.status,
+            forcesave_type=payload.forcesavetype,
+            key=payload.key,
+            history=payload.history,
+            changes_blob=changes_blob,
+            forms_blob=forms_blob,
+            note="; ".join(notes) or None,
+        )
+        saved = await self.desk.commit(document.id, version, ends_session=ends_session)
+        return CallbackReply(200, 0, "saved", saved.number, saved_bytes=saved.size)
+
+    async def _already_kept(
+        self, document: DocumentRecord, payload: CallbackPayload
+    ) -> bool:
+        """Whether a status 2 marked ``notmodified`` repeats a kept force save.
+
+        The DS sets ``notmodified`` only after we acknowledged a force save
+        and nothing changed since; that save is the current version.
+        """
+        current = await self.desk.catalog.version(document.id, document.current_version)
+        return current.key == payload.key and current.source is VersionSource.FORCESAVE
+
+    async def _extras(
+        self, payload: CallbackPayload, stem: str
+    ) -> tuple[str | None, str | None, list[str]]:
+        """Keep the changes archive and the form data beside the version.
+
+        They serve history and forms, not the document itself: failing to
+        fetch them must not cost the save, so a failure is noted instead.
+        """
+        notes: list[str] = []
+        kept: list[str | None] = []
+        wanted = (
+            ("changes", payload.changesurl, f"{stem}.changes.zip"),
+            ("form data", _forms_url(payload), f"{stem}.formsdata.json"),
+        )
+        for what, url, name in wanted:
+            if url is None:
+                kept.append(None)
+                continue
+            try:
+                async with self.desk.store.create() as blob:
+                    await self._fetch(url, blob)
+                    await blob.commit(name)
+                kept.append(name)
+            except (DownloadError, TooLarge) as exc:
+                logger.warning("%s not kept key=%s reason=%s", what, payload.key, exc)
+                notes.append(f"{what} not kept: {exc.message}")
+                kept.append(None)
+        return kept[0], kept[1], notes
+
+    async def _recover(
+        self, issued: KeyRecord, payload: CallbackPayload
+    ) -> CallbackReply:
+        """Status 3 or 7: keep any file aside, never as the current version."""
+        if payload.status is CallbackStatus.CORRUPTED:
+            await self._rotate(issued.document_id, payload.key)
+        if payload.url is None:
+            return CallbackReply(200, 0, "corrupted")
+
+        fmt = format_for(
+            payload.filetype or (await self.desk.document(issued.document_id)).file_type
+        )
+        name = f"recovery/{issued.document_id}/{secrets.token_hex(8)}.{fmt.extension}"
+        async with self.desk.store.create() as blob:
+            await self._fetch(payload.url, blob)
+            await blob.commit(name)
+            size, sha256 = blob.digest.size, blob.digest.sha256
+        await self.desk.catalog.add_recovery(
+            RecoveryRecord(
+                document_id=issued.document_id,
+                key=payload.key,
+                status=payload.status,
+                blob=name,
+                file_type=fmt.extension,
+                size=size,
+                sha256=sha256,
+                created=datetime.now(UTC),
+                reason="the Document Server could not assemble the file",
+            )
+        )
+        return CallbackReply(200, 0, "recovered")
+
+    async def _rotate(self, document_id: str, key: str) -> None:
+        await self.desk.catalog.rotate_key(document_id, key, new_document_key())
+
+    async def _fetch(self, url: str, sink: Sink) -> None:
+        """Download a DS link into ``sink``, counting failures by reason."""
+        try:
+            await self.desk.fetcher.fetch(self._internal(url), sink)
+        except (DownloadError, TooLarge) as exc:
+            self.desk.metrics.observe_download_failure(exc.code)
+            raise
+
+    def _internal(self, url: str) -> str:
+        """Reach a DS link through the DS's internal address when there is one."""
+        for public, internal in self.desk.url_map.items():
+            if url.startswith(public):
+                return internal + url[len(public) :]
+        return url
+
+    async def _log_callback(
+        self,
+        document_id: str,
+        payload: CallbackPayload | None,
+        reply: CallbackReply,
+        detail: str | None,
+        started: float,
+        source: str | None,
+    ) -> None:
+        elapsed = (time.monotonic() - started) * 1000
+        status = int(payload.status) if payload else None
+        self.desk.metrics.observe_callback(
+            reply, status, elapsed / 1000, reply.saved_bytes
+        )
+        key = payload.key if payload else None
+        log = logger.info if reply.error == 0 else logger.error
+        log(
+            "callback document=%s key=%s status=%s outcome=%s version=%s "
+            "http=%d ms=%.1f source=%s",
+            document_id,
+            key,
+            status,
+            reply.outcome,
+            reply.version,
+            reply.http_status,
+            elapsed,
+            source,
+        )
+        record = CallbackRecord(
+            received=datetime.now(UTC),
+            document_id=document_id if is_document_id(document_id) else None,
+            key=key,
+            status=status,
+            outcome=reply.outcome,
+            detail=detail,
+            version=reply.version,
+            http_status=reply.http_status,
+            duration_ms=elapsed,
+            source=source,
+        )
+        try:
+            await self.desk.catalog.log_callback(record)
+        except DocdeskError as exc:
+            logger.warning("callback log not written reason=%s", exc)
+
+        await self.desk.prune_if_due()
+
+
+def _failure(exc: DocdeskError) -> CallbackReply:
+    if exc.transient:
+        return CallbackReply(503, 1, exc.code)
+    if isinstance(exc, TokenError | Forbidden | NotFound | InvalidRequest):
+        return CallbackReply(exc.status_code, 1, exc.code)
+    return CallbackReply(200, 1, exc.code)
+
+
+def _forms_url(payload: CallbackPayload) -> str | None:
+    if payload.forcesavetype is ForceSaveType.FORM:
+        return payload.formsdataurl
+    return None
+
+
+def _author_name(payload: CallbackPayload) -> str | None:
+    """The name the DS's history gives the last author, if any."""
+    changes = (payload.history or {}).get("changes")
+    if isinstance(changes, list) and changes and isinstance(changes[-1], dict):
+        user = changes[-1].get("user")
+        if isinstance(user, dict) and isinstance(user.get("name"), str):
+            return str(user["name"])
+    return None
