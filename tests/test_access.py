@@ -155,7 +155,7 @@ PUBLIC_ROUTES = {
     "/login",
     "/logout",
 }
-PAGES = {"/", "/documents/{id}", "/documents/{id}/edit"}
+PAGES = {"/", "/status", "/documents/{id}", "/documents/{id}/edit"}
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from docdesk import doctor as doctor_module
 from docdesk import tokens
 from docdesk.catalog import Catalog
 from docdesk.cli import main
@@ -662,3 +663,36 @@ class TestConversionService:
                 )
         finally:
             await service.aclose()
+
+
+def test_the_status_page_shows_every_check_of_a_good_setup(
+    service: tuple[RunningServer, Settings],
+) -> None:
+    running, _ = service
+
+    page = httpx.get(f"{running.url}/status", timeout=30)
+
+    assert page.status_code == 200
+    assert 'data-status="ok"' in page.text
+    for name in ("document_server", "secret", "public_url", "storage", "database"):
+        assert f'data-check="{name}"' in page.text
+
+
+def test_health_polled_twice_runs_the_checks_once(
+    service: tuple[RunningServer, Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    running, _ = service
+    rounds: list[Settings] = []
+    real = doctor_module.run_checks
+
+    async def counted(settings: Settings, **kwargs: Any) -> list[Check]:
+        rounds.append(settings)
+        return await real(settings, **kwargs)
+
+    monkeypatch.setattr(doctor_module, "run_checks", counted)
+
+    first = httpx.get(f"{running.url}/api/health", timeout=30)
+    second = httpx.get(f"{running.url}/api/health", timeout=30)
+
+    assert first.json() == second.json()
+    assert len(rounds) == 1

@@ -81,6 +81,7 @@ __all__ = [
     "health_json",
     "probe_handler",
     "probe_url",
+    "recent_checks",
     "run_checks",
     "serve_probe",
     "service_health",
@@ -126,25 +127,42 @@ class Check:
     fix: str | None = None
 
 
+# How long a round of checks answers /api/health and the status page.
+HEALTH_MAX_AGE = 30.0
+
+
 def health_json(checks: Sequence[Check]) -> dict[str, Any]:
     """``{"ok": ..., "checks": [...]}``, as ``GET /api/health`` answers."""
     return {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks]}
 
 
-async def health_handler(request: Request) -> Response:
-    """``GET /api/health``: every check, HTTP 200 when all pass, else 503.
+async def recent_checks(request: Request) -> list[Check] | None:
+    """The service's checks, run at most once every HEALTH_MAX_AGE seconds.
 
-    Runs inside the service, which serves the probe itself; reads the
-    service's Settings from ``request.app.state.settings``.
+    A round converts a probe on the DS and writes to storage: too much to
+    do for every poll of a monitor or every look at the status page. None
+    when the app has no Settings (an app built around a ready DocDesk).
     """
     settings = getattr(request.app.state, "settings", None)
     if not isinstance(settings, Settings):
+        return None
+    state = request.app.state
+    now = time.monotonic()
+    recent: tuple[float, list[Check]] | None = getattr(state, "health", None)
+    if recent is None or now - recent[0] > HEALTH_MAX_AGE:
+        recent = (now, await run_checks(settings))
+        state.health = recent
+    return recent[1]
+
+
+async def health_handler(request: Request) -> Response:
+    """``GET /api/health``: every check, HTTP 200 when all pass, else 503."""
+    checks = await recent_checks(request)
+    if checks is None:
         return JSONResponse(
             {"error": "not_found", "message": "no settings to check"}, 404
         )
-    # XXX: each request runs every check, a conversion on the DS and a
-    # storage write included, and nothing limits how often; no test.
-    body = health_json(await run_checks(settings))
+    body = health_json(checks)
     return JSONResponse(body, status_code=200 if body["ok"] else 503)
 
 

@@ -37,6 +37,7 @@ from docdesk.catalog import (
     VersionSource,
 )
 from docdesk.desk import DocDesk
+from docdesk.doctor import recent_checks
 from docdesk.errors import ConfigurationError, DocdeskError, InvalidRequest, TooLarge
 from docdesk.formats import FORMATS, format_for
 from docdesk.settings import Settings
@@ -215,6 +216,17 @@ def _document_view(document: DocumentRecord) -> dict[str, Any]:
 # The pages
 
 
+async def status_page(request: Request) -> Response:
+    """The doctor's checks as a panel: what /api/health answers, for people."""
+    checks = await recent_checks(request)
+    return _render(
+        "status.html",
+        checks=checks,
+        ok=checks is not None and all(check.ok for check in checks),
+        viewer=signed_in(request.scope),
+    )
+
+
 async def document_list(request: Request) -> Response:
     documents = await _desk(request).documents()
     return _render(
@@ -377,6 +389,7 @@ def _settings(request: Request) -> Settings:
 
 PAGE_ROUTES: list[BaseRoute] = [
     Route("/", _guarded(document_list), methods=["GET"], name="documents"),
+    Route("/status", _guarded(status_page), methods=["GET"], name="status"),
     Route("/documents/{id}", _guarded(document_page), methods=["GET"], name="document"),
     Route("/documents/{id}/edit", _guarded(edit_page), methods=["GET"], name="editor"),
     Route(LOGIN_PATH, login_form, methods=["GET"], name="login"),
