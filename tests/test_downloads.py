@@ -12,12 +12,15 @@ from __future__ import annotations
 import gzip
 import ipaddress
 import logging
+import os
+import random
 import socket
 import ssl
 import struct
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -43,6 +46,8 @@ SIGNED_PATH = (
     "?md5=SIGNATURE&expires=1700000000&filename=output.docx"
 )
 BODY = b"PK\x03\x04 an edited document"
+MiB = 1024 * 1024
+PROC_FD = Path("/proc/self/fd")
 
 
 # Test servers.
@@ -603,6 +608,28 @@ async def test_tls_by_default_trusts_no_private_ca(ca: trustme.CA) -> None:
     assert server.requests == []
 
 
+@pytest.mark.anyio
+async def test_large_body_over_tls_arrives_whole(ca: trustme.CA) -> None:
+    body = random.Random(2).randbytes(2 * MiB + 3)
+
+    async def large(exchange: Exchange) -> None:
+        await exchange.respond(body)
+
+    sink = MemorySink()
+
+    async with LoopbackServer(large, tls=server_tls(ca, "ds.test", [])) as server:
+        client = fetcher(
+            f"https://ds.test:{server.port}",
+            resolver=FakeDNS(["127.0.0.1"]),
+            ssl_context=client_tls(ca),
+            max_bytes=len(body),
+        )
+        fetched = await client.fetch(server.url(host="ds.test"), sink)
+
+    assert fetched.size == len(body)
+    assert sink.data == body
+
+
 # Redirects and proxies.
 
 
@@ -740,6 +767,109 @@ async def test_large_file_streams_in_bounded_chunks_and_memory() -> None:
     assert fetched.size == sink.size == size
     assert sink.largest == 65536
     assert peak - before < 4 * 1024 * 1024
+
+
+@pytest.mark.anyio
+async def test_large_body_arrives_whole_in_chunks_no_larger_than_chunk_size() -> None:
+    body = random.Random(1).randbytes(3 * MiB + 7)
+
+    async def large(exchange: Exchange) -> None:
+        await exchange.respond(body)
+
+    sink = MemorySink()
+
+    async with LoopbackServer(large) as server:
+        client = fetcher(server.origin, max_bytes=len(body), chunk_size=100_000)
+        fetched = await client.fetch(server.url(), sink)
+
+    assert fetched.size == len(body)
+    assert sink.data == body
+    assert max(len(chunk) for chunk in sink.chunks) <= 100_000
+
+
+# A body that looks like blank lines and heads, and the head announcing it.
+EDGE = b"\r\n\r\nHTTP/1.1 \n\n body\r\n\r\nend"
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: x/y\r\n\r\n" % len(EDGE)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("cut", range(len(HEAD) - 5, len(HEAD) + 3))
+async def test_answer_split_anywhere_around_the_end_of_its_head_arrives_whole(
+    cut: int,
+) -> None:
+    # The body looks like heads and blank lines: only the real end of the
+    # head may separate them, wherever the answer is split.
+    answer = HEAD + EDGE
+
+    async def split(exchange: Exchange) -> None:
+        await exchange.send(answer[:cut])
+        await anyio.sleep(0.02)
+        await exchange.send(answer[cut:])
+
+    sink = MemorySink()
+
+    async with LoopbackServer(split) as server:
+        fetched = await fetcher(server.origin).fetch(server.url(), sink)
+
+    assert fetched == Fetched(size=len(EDGE), content_type="x/y")
+    assert sink.data == EDGE
+
+
+@pytest.mark.anyio
+async def test_head_ending_a_byte_at_a_time_still_ends_before_the_body() -> None:
+    # The blank line comes a byte at a time, its last byte with the body.
+    last = len(HEAD) - 1
+
+    async def dribble(exchange: Exchange) -> None:
+        await exchange.send(HEAD[: last - 4])
+        for at in range(last - 4, last):
+            await anyio.sleep(0.01)
+            await exchange.send(HEAD[at : at + 1])
+        await anyio.sleep(0.01)
+        await exchange.send(HEAD[last:] + EDGE)
+
+    sink = MemorySink()
+
+    async with LoopbackServer(dribble) as server:
+        await fetcher(server.origin).fetch(server.url(), sink)
+
+    assert sink.data == EDGE
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 100 Continue\r\n\r\n" + HEAD + EDGE,
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + HEAD + EDGE,
+        HEAD.replace(b"\r\n", b"\n") + EDGE,
+        HEAD + EDGE + b"HTTP/1.1 200 OK\r\n\r\nnot part of the file",
+    ],
+    ids=["after 100", "after 103", "bare line feeds", "more after the body"],
+)
+async def test_body_of_known_length_is_exactly_what_follows_the_answer_head(
+    answer: bytes,
+) -> None:
+    async def send(exchange: Exchange) -> None:
+        await exchange.send(answer)
+
+    sink = MemorySink()
+
+    async with LoopbackServer(send) as server:
+        await fetcher(server.origin).fetch(server.url(), sink)
+
+    assert sink.data == EDGE
+
+
+@pytest.mark.anyio
+async def test_empty_body_of_known_length_is_kept_empty() -> None:
+    sink = MemorySink()
+
+    async with LoopbackServer(lambda exchange: exchange.respond(b"")) as server:
+        fetched = await fetcher(server.origin).fetch(server.url(), sink)
+
+    assert fetched.size == 0
+    assert sink.data == b""
 
 
 # The deadline.
@@ -883,6 +1013,38 @@ async def test_closed_fetcher_refuses_to_fetch() -> None:
 
     with pytest.raises(RuntimeError, match="closed"):
         await client.fetch("http://ds.test/f", MemorySink())
+
+
+# Nothing left open.
+
+
+@pytest.mark.skipif(not PROC_FD.is_dir(), reason="no /proc/self/fd")
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("handler", "outcome"),
+    [
+        (answer_ok, "ok"),
+        (send_until_closed, "TooLarge"),
+        (truncate, "DownloadFailed"),
+        (abort_mid_body, "DownloadFailed"),
+        (stall, "DownloadFailed"),
+    ],
+)
+async def test_every_fetch_closes_the_files_it_opened(
+    handler: Handler, outcome: str
+) -> None:
+    before = len(os.listdir(PROC_FD))
+    ended = "ok"
+
+    async with LoopbackServer(handler) as server:
+        client = fetcher(server.origin, max_bytes=100_000, timeout=0.5)
+        try:
+            await client.fetch(server.url(), MemorySink())
+        except (DownloadFailed, TooLarge) as exc:
+            ended = type(exc).__name__
+
+    assert ended == outcome
+    assert len(os.listdir(PROC_FD)) == before
 
 
 # Logging: one line per fetch, never the signed query.

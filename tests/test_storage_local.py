@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import random
 import stat
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +23,16 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from docdesk.errors import NotFound, StorageError
-from docdesk.storage.base import BlobStore, BlobWriter
+from docdesk.storage.base import TAIL_SIZE, BlobStore, BlobWriter
 from docdesk.storage.local import LocalBlobStore
 
 PROC_FD = Path("/proc/self/fd")
 needs_proc_fd = pytest.mark.skipif(not PROC_FD.is_dir(), reason="no /proc/self/fd")
+O_DIRECT = getattr(os, "O_DIRECT", 0)
+MiB = 1024 * 1024
+# Sizes that cross every boundary the writer has: small and large chunks,
+# page-aligned and not, below, at and above its 1 MiB buffer.
+MIXED_CHUNKS = [MiB, 300_000, 4096, 65_536, 2 * MiB + 1, 17, 131_072]
 
 UNSAFE = "unsafe blob name"
 OUTSIDE = "leads out of the store"
@@ -111,6 +118,48 @@ def fail_once(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(f"docdesk.storage.local.os.{function}", failing)
+
+
+def writing_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("docdesk-")]
+
+
+def is_direct(fd: int, *rest: object) -> bool:
+    return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & O_DIRECT)
+
+
+def direct_io_works(folder: Path) -> bool:
+    """Whether the file system under ``folder`` takes O_DIRECT writes."""
+    if not O_DIRECT:
+        return False
+    probe = folder / "direct-probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | O_DIRECT, 0o600)
+    except OSError:
+        return False
+    os.close(fd)
+    probe.unlink()
+    return True
+
+
+def slow_disk(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Make every large os.write take ``seconds`` longer."""
+    real = os.write
+
+    def slow(fd: int, data: Any) -> int:
+        if len(data) >= 65_536:
+            time.sleep(seconds)
+        return real(fd, data)
+
+    monkeypatch.setattr("docdesk.storage.local.os.write", slow)
+
+
+async def write_in_chunks(writer: BlobWriter, data: bytes, sizes: list[int]) -> None:
+    at, turn = 0, 0
+    while at < len(data):
+        size = sizes[turn % len(sizes)]
+        await writer.write(data[at : at + size])
+        at, turn = at + size, turn + 1
 
 
 def is_file_fd(fd: int, *rest: object) -> bool:
@@ -691,6 +740,184 @@ class TestDiskFailures:
         assert await read_all(store, "a/b") == data
         await put(store, "a/c", data)
         assert await all_names(store) == ["a/b", "a/c"]
+
+
+class TestLargeWrites:
+    @pytest.mark.anyio
+    async def test_chunks_of_every_size_read_back_whole_with_their_digest(
+        self, store: LocalBlobStore
+    ) -> None:
+        data = random.Random(10).randbytes(7 * MiB + 12_345)
+        digests: list[tuple[int, str]] = []
+        expected: list[tuple[int, str]] = []
+
+        async with store.create() as writer:
+            at, turn = 0, 0
+            while at < len(data):
+                size = MIXED_CHUNKS[turn % len(MIXED_CHUNKS)]
+                await writer.write(data[at : at + size])
+                at, turn = min(at + size, len(data)), turn + 1
+                # The digest counts each chunk when its write returns, even
+                # while the disk still has it.
+                digests.append((writer.digest.size, writer.digest.sha256))
+                expected.append((at, hashlib.sha256(data[:at]).hexdigest()))
+            await writer.commit("big")
+
+        assert await read_all(store, "big") == data
+        assert digests == expected
+        assert writer.digest.head == data[:4096]
+        assert writer.digest.tail == data[-TAIL_SIZE:]
+
+    @pytest.mark.anyio
+    async def test_a_slow_disk_does_not_hold_the_writer(
+        self, store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        slow_disk(monkeypatch, 0.5)
+        data = payload(11, MiB)
+
+        async with store.create() as writer:
+            started = time.monotonic()
+            await writer.write(data)
+            returned = time.monotonic() - started
+            await writer.commit("slow")
+            committed = time.monotonic() - started
+
+        assert returned < 0.25
+        assert committed >= 0.5
+        assert await read_all(store, "slow") == data
+
+    @pytest.mark.anyio
+    async def test_a_file_system_without_direct_io_gets_the_same_bytes(
+        self, store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        real = fcntl.fcntl
+        refused: list[int] = []
+
+        def no_direct_io(fd: int, command: int, arg: int = 0) -> Any:
+            if command == fcntl.F_SETFL and arg & O_DIRECT:
+                refused.append(fd)
+                raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            return real(fd, command, arg)
+
+        monkeypatch.setattr(fcntl, "fcntl", no_direct_io)
+        data = random.Random(12).randbytes(3 * MiB + 5)
+
+        async with store.create() as writer:
+            await write_in_chunks(writer, data, MIXED_CHUNKS)
+            await writer.commit("cached")
+
+        assert len(refused) == (1 if O_DIRECT else 0)
+        assert await read_all(store, "cached") == data
+
+    @pytest.mark.anyio
+    async def test_a_direct_write_refused_by_the_disk_goes_through_the_cache(
+        self, store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        if not direct_io_works(store.root):
+            pytest.skip("no direct I/O here")
+        refused: list[None] = []
+        fail_once(
+            monkeypatch,
+            "write",
+            is_direct,
+            code=errno.EINVAL,
+            seen=lambda: refused.append(None),
+        )
+        data = random.Random(13).randbytes(3 * MiB + 5)
+
+        async with store.create() as writer:
+            await write_in_chunks(writer, data, [MiB])
+            await writer.commit("fallback")
+
+        assert refused == [None]
+        assert await read_all(store, "fallback") == data
+
+    @pytest.mark.parametrize(
+        ("chunks", "surfaces"),
+        [(1, "commit"), (8, "write")],
+        ids=["at commit", "at a write"],
+    )
+    @pytest.mark.anyio
+    async def test_full_disk_behind_the_writer_fails_it_and_leaves_nothing(
+        self,
+        store: LocalBlobStore,
+        monkeypatch: pytest.MonkeyPatch,
+        chunks: int,
+        surfaces: str,
+    ) -> None:
+        # The write fails in the writer's thread: the next write raises once
+        # the failure is in, or else the commit.
+        fail_once(monkeypatch, "write", lambda *args: len(args[1]) >= 65_536)
+        writer = store.create()
+        steps: list[str] = []
+
+        async def write_then_commit() -> None:
+            async with writer:
+                for _ in range(chunks):
+                    steps.append("write")
+                    await writer.write(payload(14, MiB))
+                    await anyio.sleep(0.05)
+                steps.append("commit")
+                await writer.commit("never")
+
+        with pytest.raises(StorageError) as caught:
+            await write_then_commit()
+
+        assert steps[-1] == surfaces
+        assert caught.value.errno == errno.EIO
+        assert caught.value.transient
+        assert files_on_disk(store.root) == set()
+        assert writing_threads() == []
+        with pytest.raises(ValueError, match="closed"):
+            await writer.write(b"more")
+
+    @pytest.mark.anyio
+    async def test_abort_with_writes_queued_removes_the_temporary_and_thread(
+        self, store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        slow_disk(monkeypatch, 0.05)
+        writer = store.create()
+        for seed in range(4):
+            await writer.write(payload(seed, MiB))
+
+        await writer.abort()
+
+        assert files_on_disk(store.root) == set()
+        assert writing_threads() == []
+
+    @pytest.mark.anyio
+    async def test_cancelling_a_write_that_waits_for_the_disk_cleans_up(
+        self, store: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        slow_disk(monkeypatch, 0.1)
+        data = payload(15, MiB)
+
+        with anyio.move_on_after(0.3) as scope:
+            async with store.create() as writer:
+                # Bounded, so that a writer which never waits fails the test
+                # rather than filling memory.
+                for _ in range(64):
+                    await writer.write(data)
+
+        assert scope.cancelled_caught
+        assert files_on_disk(store.root) == set()
+        assert writing_threads() == []
+
+    @needs_proc_fd
+    @pytest.mark.anyio
+    async def test_large_writers_release_their_file_descriptors_and_threads(
+        self, store: LocalBlobStore
+    ) -> None:
+        await put(store, "warm-up", b"x")
+        before = open_fds()
+        data = payload(16, 3 * MiB + 7)
+
+        await put(store, "committed", data)
+        async with store.create() as writer:
+            await writer.write(data)
+
+        assert open_fds() == before
+        assert writing_threads() == []
 
 
 class TestConcurrency:

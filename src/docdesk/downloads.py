@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 import socket
 import ssl
@@ -35,6 +36,7 @@ from typing import Any, Protocol, Self, TypeAlias
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.lowlevel
 import httpcore
 import httpx
 
@@ -55,6 +57,13 @@ Resolver: TypeAlias = Callable[[str, int], Awaitable[list[str]]]
 """Resolves ``(host, port)`` to IP address strings, e.g. ``["192.0.2.7"]``."""
 
 _IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# The most one read takes from the socket. 1 MiB reads measured no faster:
+# each read is a fresh allocation, and ones that large cost page faults.
+_READ_SIZE = 262_144
+# Where h11 ends a message head: at the first blank line, bare LF allowed.
+# Pinned by test_body_of_known_length_is_exactly_what_follows_the_answer_head.
+_HEAD_END = re.compile(rb"\n\r?\n")
 
 
 @dataclass(frozen=True)
@@ -304,6 +313,7 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
     def __init__(self, addresses: Sequence[str]) -> None:
         self._addresses = addresses
         self._backend = httpcore.AnyIOBackend()
+        self._connections: list[_Connection] = []
         self.connected: str | None = None
 
     async def connect_tcp(
@@ -325,11 +335,153 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
                 failure = exc
                 continue
             self.connected = address
-            return stream
+            self._connections.append(_Connection(stream))
+            return self._connections[-1]
         raise failure or httpcore.ConnectError("no address to connect to")
 
     async def sleep(self, seconds: float) -> None:
         await self._backend.sleep(seconds)
+
+    @property
+    def plain(self) -> _Connection | None:
+        """The fetch's connection, if it has no TLS; each fetch opens one."""
+        if self._connections and not self._connections[-1].tls:
+            return self._connections[-1]
+        return None
+
+    def release(self) -> None:
+        """Close every connection's duplicate socket, whatever httpcore did."""
+        for connection in self._connections:
+            connection.release()
+
+
+class _Connection(httpcore.AsyncNetworkStream):
+    """A TCP connection that httpcore reads heads from and the Fetcher bodies.
+
+    httpcore asks for 64 KiB a read, and anyio's asyncio stream hands over
+    what one ``recv`` of its transport got, pausing and resuming the
+    transport around each: a 1 GiB body took some 32,800 reads, and h11 and
+    httpcore then copied every byte four times. Here each read takes up to
+    _READ_SIZE from the socket itself, and a body of known length skips
+    h11 altogether: ``read`` hands httpcore the bytes only up to the end of
+    a head, so that h11 never holds a byte of the body, and the Fetcher
+    reads the body with ``read_body`` (benchmarks/README.md).
+
+    asyncio refuses to watch a file descriptor that a transport owns, so the
+    reads go through a duplicate of it; the transport stays paused, as anyio
+    leaves it between reads, and still sends the request. Over TLS the
+    stream httpcore starts reads and decrypts everything, as before.
+    """
+
+    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
+        self._stream = stream
+        self._socket: socket.socket | None = None
+        self._held = b""
+        self._cutting = True
+        # The end of what httpcore got since the last head ended, so that a
+        # blank line split across two reads is still found.
+        self._head_tail = b""
+        self.tls = False
+
+    async def read(
+        self,
+        max_bytes: int,
+        # httpcore's interface passes the read timeout in; it is obeyed.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> bytes:
+        """What arrives, cut after the first blank line; the rest is held."""
+        if not self._held:
+            try:
+                with anyio.fail_after(timeout):
+                    self._held = await self._receive(max(max_bytes, _READ_SIZE))
+            except TimeoutError as exc:
+                raise httpcore.ReadTimeout(str(exc)) from exc
+        data, self._held = self._held, b""
+        if not self._cutting:
+            return data
+
+        end = _HEAD_END.search(self._head_tail + data)
+        if end is None:
+            self._head_tail = (self._head_tail + data)[-2:]
+            return data
+        cut = end.end() - len(self._head_tail)
+        self._held, self._head_tail = data[cut:], b""
+        return data[:cut]
+
+    def stop_cutting(self) -> None:
+        """From now on hand httpcore everything: h11 reads the body."""
+        self._cutting = False
+
+    async def read_body(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` of what follows the last head; b"" at the end."""
+        if self._held:
+            data, self._held = self._held[:max_bytes], self._held[max_bytes:]
+            return data
+        return await self._receive(max_bytes)
+
+    async def write(
+        self,
+        buffer: bytes,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> None:
+        await self._stream.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        self.release()
+        await self._stream.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        # httpcore's interface passes the handshake timeout in; it is obeyed.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> httpcore.AsyncNetworkStream:
+        # httpcore reads and writes only the stream this returns.
+        self.tls = True
+        return await self._stream.start_tls(ssl_context, server_hostname, timeout)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+    def release(self) -> None:
+        """Close the duplicate; safe to repeat."""
+        if self._socket is not None:
+            self._socket.close()
+
+    async def _receive(self, max_bytes: int) -> bytes:
+        try:
+            reader = self._reader()
+            if reader is None:
+                return await self._stream.read(max_bytes)
+
+            # A checkpoint per read, as anyio's own streams have: a fast
+            # download must not hold the event loop or miss its deadline.
+            await anyio.lowlevel.checkpoint()
+            while True:
+                try:
+                    return reader.recv(max_bytes)
+                except BlockingIOError:
+                    await anyio.wait_readable(reader)
+        except OSError as exc:
+            raise httpcore.ReadError(str(exc)) from exc
+
+    def _reader(self) -> socket.socket | None:
+        # XXX: bytes a server sent before anyio paused the transport, right
+        # after connecting, would wait there unseen and the answer fail to
+        # parse. An HTTP server speaks only once asked; no test.
+        if self._socket is None:
+            raw = self._stream.get_extra_info("socket")
+            if raw is None:
+                return None
+            duplicate = os.dup(raw.fileno())
+            try:
+                self._socket = socket.socket(fileno=duplicate)
+            except BaseException:
+                os.close(duplicate)
+                raise
+            self._socket.setblocking(False)
+        return self._socket
 
 
 async def _getaddrinfo(host: str, port: int) -> list[str]:
@@ -360,6 +512,8 @@ class Fetcher:
             Document Server on the same host or network.
         resolver: resolves a host to addresses; defaults to getaddrinfo.
         ssl_context: what TLS trusts; defaults to httpx's verification.
+        chunk_size: the largest chunk the sink is given; the body goes on
+            in the pieces it arrives in, cut to this size.
 
     No connection outlives its fetch: each fetch opens one connection to
     the address it checked, so a pooled connection can never carry a
@@ -519,13 +673,19 @@ class Fetcher:
                     "GET", url, headers=headers, extensions={"timeout": timeouts}
                 ) as response,
             ):
-                return await self._receive(response, sink, shown)
+                return await self._receive(response, backend.plain, sink, shown)
         except _NETWORK_ERRORS as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise DownloadFailed(f"download failed: {reason}: {shown}") from exc
+        finally:
+            backend.release()
 
     async def _receive(
-        self, response: httpcore.Response, sink: Sink, shown: str
+        self,
+        response: httpcore.Response,
+        plain: _Connection | None,
+        sink: Sink,
+        shown: str,
     ) -> Fetched:
         status = response.status
         if 300 <= status < 400:
@@ -554,13 +714,32 @@ class Fetcher:
                 f"cap of {self._max_bytes} bytes: {shown}"
             )
 
-        size = await self._pour(response, sink, shown)
+        # A body of known length over plain TCP is read past h11; chunked
+        # bodies, bodies up to the close and TLS go through it.
+        # XXX: so a large file over TLS is read 64 KiB at a time through h11,
+        # at about the old speed; not measured. Pinned by
+        # test_large_body_over_tls_arrives_whole.
+        if (
+            plain is not None
+            and declared is not None
+            and _header(response, b"transfer-encoding") is None
+        ):
+            size = await self._pour_known_length(plain, int(declared), sink)
+        else:
+            if plain is not None:
+                plain.stop_cutting()
+            size = await self._pour(response, sink, shown)
         return Fetched(size=size, content_type=_header(response, b"content-type"))
 
     async def _pour(self, response: httpcore.Response, sink: Sink, shown: str) -> int:
-        """Copy the body to ``sink`` in chunks of chunk_size; return its size."""
+        """Pass the body to ``sink`` as it arrives; return its size.
+
+        Each piece goes on as httpcore gives it, cut only if larger than
+        chunk_size. Joining pieces into larger chunks measured slower: every
+        chunk is a fresh allocation to fill, and a local blob gathers what
+        it is given into a buffer of its own anyway.
+        """
         size = 0
-        pending = bytearray()
         async for data in response.aiter_stream():
             size += len(data)
             if size > self._max_bytes:
@@ -569,13 +748,31 @@ class Fetcher:
                     f"bytes: {shown}"
                 )
 
-            pending += data
-            while len(pending) >= self._chunk_size:
-                await sink.write(bytes(pending[: self._chunk_size]))
-                del pending[: self._chunk_size]
+            if len(data) <= self._chunk_size:
+                await sink.write(data)
+                continue
+            for start in range(0, len(data), self._chunk_size):
+                await sink.write(data[start : start + self._chunk_size])
+        return size
 
-        if pending:
-            await sink.write(bytes(pending))
+    async def _pour_known_length(
+        self, connection: _Connection, length: int, sink: Sink
+    ) -> int:
+        """Read a body of ``length`` bytes from the connection into ``sink``.
+
+        ``length`` is within the cap, and nothing past it is read.
+        """
+        size = 0
+        while size < length:
+            data = await connection.read_body(min(length - size, self._chunk_size))
+            if not data:
+                # The words h11 uses for a body cut short, as they were.
+                raise httpcore.RemoteProtocolError(
+                    "peer closed connection without sending complete message "
+                    f"body (received {size} bytes, expected {length})"
+                )
+            size += len(data)
+            await sink.write(data)
         return size
 
     def _tls(self) -> ssl.SSLContext:

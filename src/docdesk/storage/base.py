@@ -56,7 +56,12 @@ class Digest:
         self._sha256.update(chunk)
         if len(self.head) < HEAD_SIZE:
             self.head += chunk[: HEAD_SIZE - len(self.head)]
-        self._tail += chunk[-TAIL_SIZE:]
+        if len(chunk) >= TAIL_SIZE:
+            # The chunk holds the whole tail: copied once, not sliced, then
+            # appended, then trimmed.
+            self._tail[:] = memoryview(chunk)[-TAIL_SIZE:]
+            return
+        self._tail += chunk
         if len(self._tail) > 2 * TAIL_SIZE:
             del self._tail[:-TAIL_SIZE]
 
@@ -78,7 +83,13 @@ class BlobWriter(Protocol):
 
     digest: Digest
 
-    async def write(self, chunk: bytes) -> None: ...
+    async def write(self, chunk: bytes) -> None:
+        """Take the blob's next bytes; ``digest`` counts them on return.
+
+        The bytes may still be on their way to storage when this returns;
+        if storing them fails, a later ``write`` or the ``commit`` raises.
+        """
+        ...
 
     async def commit(self, name: str) -> None:
         """Make the blob durable under ``name``.

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
+import mmap
 import os
 import secrets
 import stat
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self
@@ -41,6 +45,18 @@ STAGING = ".staging"
 # Read-only from birth, so nothing rewrites a blob in place.
 BLOB_MODE = 0o440
 MISSING = (errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP)
+# A chunk this large is written by the writer's own thread while the caller
+# goes on; a smaller one, with nothing queued, costs less written at once.
+WRITE_BEHIND_MIN = 65_536
+# What may wait for a writer's thread: enough to keep the disk busy while
+# the next chunks arrive and are hashed.
+WRITE_BEHIND_BYTES = 2_097_152
+# Direct writes bypass the page cache: from a buffer, at an offset and of a
+# length that are multiples of DIRECT_ALIGN, which suits every block size
+# up to a page. O_DIRECT is 0 where the platform has none.
+O_DIRECT: int = getattr(os, "O_DIRECT", 0)
+DIRECT_ALIGN = 4096
+DIRECT_BUFFER = 1_048_576
 
 
 class LocalBlobStore:
@@ -48,7 +64,8 @@ class LocalBlobStore:
 
     Temporaries live in ``root/.staging``, on the same file system as the
     blobs so that a commit is a link. Blocking file work runs in worker
-    threads, never on the event loop.
+    threads; only a write smaller than WRITE_BEHIND_MIN, with none queued
+    before it, runs on the event loop.
     """
 
     def __init__(self, root: Path) -> None:
@@ -254,6 +271,7 @@ class LocalBlobWriter:
         self._store = store
         self._temporary: Path | None = None
         self._fd: int | None = None
+        self._appender: _Appender | None = None
         self._state: Literal["writing", "committed", "closed"] = "writing"
 
     async def __aenter__(self) -> Self:
@@ -269,22 +287,32 @@ class LocalBlobWriter:
         await self.abort()
 
     async def write(self, chunk: bytes) -> None:
-        self._check_writing()
-        fd = await self._ensure_temporary()
+        """Take ``chunk``: it is counted and hashed into ``digest`` on return.
 
-        # A write into the page cache is quick, so it runs inline; the slow
-        # part, fsync, runs off the event loop in commit.
-        # XXX: under dirty-page throttling os.write can block the event loop
-        # for a while; a thread per chunk costs a hop each. The 1 GiB save
-        # benchmark should decide.
+        A large chunk is queued for the writer's own thread, which writes it
+        while the caller receives the next one; this waits only while
+        WRITE_BEHIND_BYTES are queued. A write that fails there raises
+        StorageError from the next ``write`` or from ``commit``. A small
+        chunk, with nothing queued, is written at once.
+        """
+        self._check_writing()
+        appender = await self._ensure_temporary()
+
+        # Queued first, the chunk is written while it is hashed: hashing a
+        # large chunk releases the GIL. Each branch counts the chunk in the
+        # digest exactly when it takes it.
         try:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
+            if len(chunk) < WRITE_BEHIND_MIN and appender.idle:
+                appender.write_now(chunk)
+                self.digest.update(chunk)
+            elif appender.write_later(chunk, block=False):
+                self.digest.update(chunk)
+            else:
+                # The thread runs to its end even if this task is cancelled.
+                await anyio.to_thread.run_sync(self._take, appender, chunk)
         except OSError as exc:
             await self.abort()
             raise _storage_error("write", None, exc) from exc
-        self.digest.update(chunk)
 
     async def commit(self, name: str) -> None:
         """Make the blob durable under ``name``, create-only.
@@ -312,18 +340,24 @@ class LocalBlobWriter:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self._discard)
 
+    def _take(self, appender: _Appender, chunk: bytes) -> None:
+        """Wait for room in the queue, then queue and hash: in a worker thread."""
+        appender.write_later(chunk)
+        self.digest.update(chunk)
+
     def _check_writing(self) -> None:
         if self._state != "writing":
             raise ValueError(f"blob writer is {self._state}")
 
-    async def _ensure_temporary(self) -> int:
-        if self._fd is not None:
-            return self._fd
+    async def _ensure_temporary(self) -> _Appender:
+        if self._appender is not None:
+            return self._appender
 
         staging = self._store._staging
         temporary, fd = await anyio.to_thread.run_sync(_new_temporary, staging)
         self._temporary, self._fd = temporary, fd
-        return fd
+        self._appender = _Appender(fd)
+        return self._appender
 
     def _commit(self, name: str) -> None:
         try:
@@ -337,16 +371,20 @@ class LocalBlobWriter:
     def _link(self, name: str) -> None:
         """Sync the bytes, then give them ``name``; each step in its order."""
         assert self._fd is not None
+        assert self._appender is not None
         assert self._temporary is not None
         validate_blob_name(name)
         folder = self._store._folder_of(name)
         final = folder / name.rpartition("/")[2]
 
+        # A write that failed behind the caller's back fails the commit.
         fd, self._fd = self._fd, None
         try:
             try:
+                self._appender.finish()
                 os.fsync(fd)
             finally:
+                self._appender.close()
                 os.close(fd)
         except OSError as exc:
             raise _storage_error("commit", name, exc) from exc
@@ -380,6 +418,9 @@ class LocalBlobWriter:
             raise _storage_error("commit", name, exc) from exc
 
     def _discard(self) -> None:
+        # The writing thread stops before its file is closed under it.
+        if self._appender is not None:
+            self._appender.close()
         if self._fd is not None:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
@@ -394,6 +435,167 @@ class LocalBlobWriter:
             except OSError as exc:
                 # sweep_staging removes it later; the caller's error matters more.
                 logger.warning("staging file kept error=%s", exc.strerror)
+
+
+class _Appender:
+    """Appends a temporary's chunks in order; large ones from its own thread.
+
+    ``write_later`` queues a chunk for a thread that writes it while the
+    caller goes on; at most WRITE_BEHIND_BYTES wait, so memory stays
+    bounded. A failed write cancels the ones queued after it and raises
+    from the next call. Used by one thread at a time, the writing thread
+    aside.
+
+    The thread gathers the chunks into a page-aligned buffer and writes it
+    whole with O_DIRECT, straight to the disk, while the rest arrives.
+    Through the page cache every byte is first copied into memory the kernel
+    must find, and the fsync in commit then writes all of it at once: on the
+    benchmark machine 1 GiB took 0.5 to 4.3 s that way, and 0.7 to 0.9 s
+    written direct, with a fraction of the CPU (benchmarks/README.md). The fsync
+    still makes the bytes durable: a direct write may wait in the disk's own
+    cache. Where the file system has no direct I/O, or once the file's
+    length is not a multiple of DIRECT_ALIGN, writes go through the cache.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._written = 0
+        self._buffer: mmap.mmap | None = None
+        self._filled = 0
+        self._direct = O_DIRECT != 0
+        self._direct_on = False
+        self._thread: ThreadPoolExecutor | None = None
+        self._queued: deque[tuple[Future[None], int]] = deque()
+        self._queued_bytes = 0
+        self._failure: BaseException | None = None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued or gathered, and no failure yet to raise."""
+        self._collect()
+        return not self._queued and not self._filled and self._failure is None
+
+    def write_now(self, chunk: bytes) -> None:
+        """Write ``chunk`` through the page cache, here; only when idle."""
+        self._raise_failure()
+        self._write_through(memoryview(chunk))
+
+    def write_later(self, chunk: bytes, *, block: bool = True) -> bool:
+        """Queue ``chunk``; if the queue is full, wait, or return False."""
+        self._collect()
+        while self._full(len(chunk)) and self._failure is None:
+            if not block:
+                return False
+            wait([queued for queued, _ in self._queued], return_when=FIRST_COMPLETED)
+            self._collect()
+        self._raise_failure()
+
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, "docdesk-blob-write")
+        self._queued.append((self._thread.submit(self._gather, chunk), len(chunk)))
+        self._queued_bytes += len(chunk)
+        return True
+
+    def finish(self) -> None:
+        """Write out everything queued and gathered; raise the first failure."""
+        wait([queued for queued, _ in self._queued])
+        self._collect()
+        self._raise_failure()
+        if self._filled:
+            self._write_through(memoryview(self._gathered())[: self._filled])
+            self._filled = 0
+
+    def close(self) -> None:
+        """Drop what is queued and stop the thread; safe to repeat."""
+        for queued, _ in self._queued:
+            queued.cancel()
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+        # Not closed: a failure's traceback may still hold a view of it.
+        self._buffer = None
+
+    def _full(self, size: int) -> bool:
+        # A chunk larger than the whole queue still goes, alone.
+        return bool(self._queued) and self._queued_bytes + size > WRITE_BEHIND_BYTES
+
+    def _gather(self, chunk: bytes) -> None:
+        """In the writing thread: add ``chunk`` to the file, by the buffer."""
+        view = memoryview(chunk)
+        while view and (self._filled or self._aligned()):
+            buffer = self._gathered()
+            taken = min(len(view), DIRECT_BUFFER - self._filled)
+            buffer[self._filled : self._filled + taken] = view[:taken]
+            self._filled += taken
+            view = view[taken:]
+            if self._filled == DIRECT_BUFFER:
+                self._write_gathered()
+        self._write_through(view)
+
+    def _aligned(self) -> bool:
+        return self._direct and self._written % DIRECT_ALIGN == 0
+
+    def _gathered(self) -> mmap.mmap:
+        # An anonymous map starts on a page boundary, as direct I/O needs.
+        if self._buffer is None:
+            self._buffer = mmap.mmap(-1, DIRECT_BUFFER)
+        return self._buffer
+
+    def _write_gathered(self) -> None:
+        """Write the full buffer straight to the disk, or through the cache."""
+        buffer = memoryview(self._gathered())
+        self._filled = 0
+        written = 0
+        if self._set_direct(True):
+            try:
+                written = os.write(self._fd, buffer)
+            except OSError as exc:
+                # EINVAL: this file or disk wants another alignment after all.
+                if exc.errno != errno.EINVAL:
+                    raise
+                self._direct = False
+            self._written += written
+        self._write_through(buffer[written:])
+
+    def _write_through(self, view: memoryview) -> None:
+        if view:
+            self._set_direct(False)
+        while view:
+            written = os.write(self._fd, view)
+            self._written += written
+            view = view[written:]
+
+    def _set_direct(self, on: bool) -> bool:
+        """Turn O_DIRECT on or off for the file; say whether it is on."""
+        if on == self._direct_on or (on and not self._direct):
+            return self._direct_on
+
+        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+        flags = flags | O_DIRECT if on else flags & ~O_DIRECT
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_SETFL, flags)
+        except OSError as exc:
+            # A file system without direct I/O refuses the flag.
+            if not on or exc.errno != errno.EINVAL:
+                raise
+            self._direct = False
+            return False
+        self._direct_on = on
+        return on
+
+    def _collect(self) -> None:
+        while self._queued and self._queued[0][0].done():
+            done, size = self._queued.popleft()
+            self._queued_bytes -= size
+            if self._failure is None and not done.cancelled():
+                self._failure = done.exception()
+            if self._failure is not None:
+                # What follows a failed write would leave a hole in the file.
+                for queued, _ in self._queued:
+                    queued.cancel()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
 
 def _new_temporary(staging: Path) -> tuple[Path, int]:
