@@ -51,6 +51,7 @@ from docdesk.settings import (
     Person,
     Settings,
 )
+from docdesk.web.scopes import route_path, shown
 
 __all__ = [
     "LOGIN_PATH",
@@ -172,7 +173,7 @@ class AccessControl:
             return
         state = scope.setdefault("state", {})
         state[_ACCESS_KEY] = self
-        area = _area(_route_path(scope))
+        area = _area(route_path(scope))
         if self.open_access or area is _Area.PUBLIC:
             await self.app(scope, receive, send)
             return
@@ -193,7 +194,7 @@ class AccessControl:
             await self._sign_in_first(scope, receive, send, area)
             return
         if _changes_something(scope) and not self._from_own_pages(headers):
-            logger.info("cross-site change refused path=%s", _shown(scope["path"]))
+            logger.info("cross-site change refused path=%s", shown(scope["path"], 128))
             message = (
                 "a change made with a session cookie must come from docdesk's own "
                 f"pages: send X-Requested-With: {REQUESTED_WITH}"
@@ -218,9 +219,9 @@ class AccessControl:
         stored = user.password if user is not None else self._decoy
         matches = await anyio.to_thread.run_sync(verify_password, password, stored)
         if matches and user is not None:
-            logger.info("sign-in user=%s", _shown(user.id))
+            logger.info("sign-in user=%s", shown(user.id, 128))
             return user
-        logger.warning("sign-in refused user=%s", _shown(user_id))
+        logger.warning("sign-in refused user=%s", shown(user_id, 128))
         return None
 
     def start_session(self, response: Response, user: Person, scope: Scope) -> None:
@@ -430,20 +431,6 @@ def _unb64(text: str) -> str | None:
         return raw.decode()
     except (binascii.Error, ValueError):
         return None
-
-
-def _route_path(scope: Scope) -> str:
-    """The path the app routes on: without the root path it is mounted at."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
-        return path[len(root) :]
-    return path
-
-
-def _shown(text: str) -> str:
-    """A caller's text fit for one log line: no line breaks or controls."""
-    return text.encode("unicode_escape").decode("ascii")[:128]
 
 
 # Who edits when nobody signed in and the query names no one.

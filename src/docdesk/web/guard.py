@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 
 from docdesk.settings import Network
+from docdesk.web.scopes import route_path, shown
 
 __all__ = ["DocumentServerGuard", "client_address", "is_allowed"]
 
@@ -87,7 +88,7 @@ class DocumentServerGuard:
             "document server endpoint refused address=%s peer=%s path=%s",
             address or "unknown",
             peer[0] if peer else None,
-            _shown(scope["path"]),
+            shown(scope["path"]),
         )
         await self._refuse(scope, receive, send)
 
@@ -95,14 +96,14 @@ class DocumentServerGuard:
         """Whether this request is one the allow-list decides."""
         if scope["type"] not in ("http", "websocket") or not self.allow:
             return False
-        path = _route_path(scope)
+        path = route_path(scope)
         return path.startswith(self.prefix) and not path.endswith(self.browser_fetched)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             await WebSocketClose(code=_WEBSOCKET_POLICY)(scope, receive, send)
             return
-        callback = _route_path(scope).rstrip("/").endswith("/callback")
+        callback = route_path(scope).rstrip("/").endswith("/callback")
         body = _CALLBACK_REFUSAL if callback else _REFUSAL
         await JSONResponse(body, status_code=403)(scope, receive, send)
 
@@ -201,17 +202,3 @@ def _forwarded_for(scope: Scope) -> list[str] | None:
     if not values:
         return None
     return ",".join(values).split(",")
-
-
-def _route_path(scope: Scope) -> str:
-    """The path the app routes on: without the root path it is mounted at."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
-        return path[len(root) :]
-    return path
-
-
-def _shown(path: str) -> str:
-    """A path fit for one log line: no line breaks or control characters."""
-    return path.encode("unicode_escape").decode("ascii")[:256]
