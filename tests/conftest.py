@@ -14,12 +14,24 @@ from docdesk.catalog.tables import metadata
 from docdesk.settings import SIMULATOR_PATH, Settings
 from docdesk.testing import ControlClient, fast_settings, serve_app_at
 from docdesk.web import create_app
+from seaweed import SeaweedFS, Unavailable, running_seaweedfs
 
 # Where the PostgreSQL tests create their throwaway database. CI starts a
 # server there (.ci/run); elsewhere the tests say how to get one and skip.
 POSTGRES_ADMIN_URL = os.environ.get(
     "DOCDESK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+
+# .ci/run sets this: there, a server the tests can't reach fails them.
+REQUIRE_SERVERS = os.environ.get("DOCDESK_TEST_REQUIRE_SERVERS") == "1"
+
+
+def unavailable(reason: str) -> None:
+    """Skip a test whose server is missing, or fail it where CI needs it."""
+    if REQUIRE_SERVERS:
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 @pytest.fixture
@@ -33,12 +45,12 @@ def postgres_url() -> Iterator[str]:
     try:
         import psycopg
     except ImportError:
-        pytest.skip("psycopg is not installed: pip install 'docdesk[postgresql]'")
+        unavailable("psycopg is not installed: pip install 'docdesk[postgresql]'")
     name = f"docdesk_test_{secrets.token_hex(4)}"
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        pytest.skip(
+        unavailable(
             f"no PostgreSQL at {POSTGRES_ADMIN_URL} ({exc.__class__.__name__}); "
             "start one or set DOCDESK_TEST_POSTGRES"
         )
@@ -48,6 +60,27 @@ def postgres_url() -> Iterator[str]:
     yield f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """SeaweedFS's S3 service on loopback, for this test session."""
+    try:
+        with running_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+            yield server
+    except Unavailable as exc:
+        unavailable(f"no S3-compatible server: {exc}")
+
+
+@pytest.fixture
+def s3_storage_url(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A ``DOCDESK_STORAGE_URL`` on a prefix no other test uses.
+
+    The credentials are set in the environment, as a user would set them.
+    """
+    for name, value in seaweedfs.environ.items():
+        monkeypatch.setenv(name, value)
+    return seaweedfs.storage_url(f"test-{secrets.token_hex(6)}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
