@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test fuzz report lint format bench clean
 
 install: $(BIN)/docdesk
 
@@ -22,14 +22,22 @@ run: install
 test: install
 	$(BIN)/pytest
 
+# The hostile-input suite at volume: at least 10,000 generated callbacks.
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/fuzz
+
+# docs/reliability.md, from the suites at full volume and the benchmarks.
+report: install
+	$(BIN)/python scripts/reliability_report.py
+
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks scripts
+	$(BIN)/ruff check --fix src tests benchmarks scripts
 
 bench: install
 	$(BIN)/python benchmarks/save_large_file.py

@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import hashlib
 import io
+import json
 import os
 import platform
 import pstats
@@ -595,6 +596,18 @@ def report(size: int, curls: list[CurlRun], saves: list[SaveRun]) -> bool:
             f"10 ms samples only; lifetime VmHWM {max(r.hwm for r in saves) / MiB:.1f}"
             " MiB"
         )
+    result = {
+        "name": "save_large_file",
+        "size_mib": size // MiB,
+        "runs": len(saves),
+        "curl_s": round(curl, 3),
+        "docdesk_s": round(save, 3),
+        "ratio": round(ratio, 3),
+        "peak_rss_mib": round(peak / MiB, 1),
+        "growth_mib": round(growth / MiB, 1),
+    }
+    # One line for the reliability report to read back.
+    print("RESULT " + json.dumps(result))
     return all(checks.values())
 
 
