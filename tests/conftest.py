@@ -102,6 +102,33 @@ async def catalog(
     await catalog.close()
 
 
+@pytest.fixture(params=["sqlite+local", "postgresql+s3"])
+async def backend_pair(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> tuple[str, str]:
+    """``(DOCDESK_DATABASE_URL, DOCDESK_STORAGE_URL)`` of each pair docdesk runs on.
+
+    The catalog is migrated and empty; the blob store is fresh (files in
+    tmp_path, or a new prefix on SeaweedFS with its credentials set).
+    """
+    if request.param == "sqlite+local":
+        database_url = f"sqlite+aiosqlite:///{tmp_path / 'pair.sqlite3'}"
+        storage_url = (tmp_path / "pair-blobs").resolve().as_uri()
+    else:
+        database_url = request.getfixturevalue("postgres_url")
+        storage_url = request.getfixturevalue("s3_storage_url")
+    catalog = Catalog.from_url(database_url)
+    try:
+        await catalog.migrate()
+        # One PostgreSQL database serves the whole session.
+        async with catalog.engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):
+                await conn.execute(table.delete())
+    finally:
+        await catalog.close()
+    return database_url, storage_url
+
+
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[tuple[httpx.Client, ControlClient]]:
     """docdesk on its embedded defaults, over HTTP: files, SQLite, simulator.

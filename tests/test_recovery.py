@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import anyio
 import httpx
@@ -352,6 +354,28 @@ def test_the_recovery_job_recovers_a_forgotten_file_on_its_own(
         "forgotten file recovered" in r.getMessage() and key in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_the_recovery_job_sweeps_what_a_crashed_writer_left(tmp_path: Path) -> None:
+    env = {"DOCDESK_DATA_DIR": str(tmp_path), "DOCDESK_RECOVERY_INTERVAL": "0.2"}
+
+    with serving(env) as service:
+        staging = Path(
+            url2pathname(urlsplit(service.settings.resolved_storage_url).path)
+        )
+        staging = staging / ".staging"
+        left, fresh = staging / "left-by-a-crash", staging / "being-written"
+        left.write_bytes(b"half a file")
+        fresh.write_bytes(b"a write in progress")
+        long_ago = time.time() - 2 * 3600
+        os.utime(left, (long_ago, long_ago))
+
+        deadline = time.monotonic() + 10
+        while left.exists():
+            assert time.monotonic() < deadline, "the stale temporary was not swept"
+            time.sleep(0.05)
+
+        assert fresh.exists()
 
 
 def wait_for_versions(api: httpx.Client, document_id: str, count: int) -> None:

@@ -43,7 +43,7 @@ from email.utils import parsedate_to_datetime
 from io import BytesIO
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 from urllib.request import url2pathname
 
 import anyio
@@ -775,6 +775,12 @@ class _Examination:
             f"make {shown} a folder the user docdesk runs as can write, or set "
             "DOCDESK_DATA_DIR or DOCDESK_STORAGE_URL elsewhere"
         )
+        if url.startswith("s3:"):
+            fix = (
+                f"check that {shown} exists and answers, and that AWS_ACCESS_KEY_ID "
+                "and AWS_SECRET_ACCESS_KEY may write to it, or correct "
+                "DOCDESK_STORAGE_URL"
+            )
         blob = f"doctor-probe-{secrets.token_hex(8)}"
         data = f"docdesk doctor {blob}\n".encode()
         try:
@@ -922,11 +928,24 @@ def _database_reason(exc: CatalogError) -> str:
 
 
 def _shown_storage(url: str) -> str:
-    """A storage URL without credentials: a file store is its folder."""
+    """A storage URL without credentials: a file store is its folder.
+
+    An S3 store shows its bucket, prefix and the endpoint's host, never the
+    URL's user info or the rest of its query.
+    """
     parts = urlsplit(url)
     if parts.scheme == "file":
         return url2pathname(parts.path)
-    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    shown = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    endpoint = dict(parse_qsl(parts.query)).get("endpoint")
+    if endpoint:
+        try:
+            where = urlsplit(endpoint)
+            port = f":{where.port}" if where.port else ""
+        except ValueError:
+            return shown
+        shown += f" at {where.scheme}://{where.hostname or ''}{port}"
+    return shown
 
 
 def _existing(path: Path) -> Path:

@@ -48,6 +48,7 @@ from docdesk.errors import (
     TooLarge,
 )
 from docdesk.formats import check_bytes, format_for
+from docdesk.storage import sweep_staging
 
 __all__ = [
     "RECOVERY_LOCK",
@@ -405,6 +406,7 @@ async def recover_exclusively(desk: DocDesk) -> list[Recovered] | None:
 
 
 async def _round(desk: DocDesk) -> None:
+    await _sweep(desk)
     try:
         done = await recover_exclusively(desk)
         if done is None:
@@ -434,6 +436,15 @@ async def _round(desk: DocDesk) -> None:
                 each.outcome,
                 each.detail,
             )
+
+
+async def _sweep(desk: DocDesk) -> None:
+    # Only what crashed writers left long ago goes, so every instance may
+    # sweep at any time without the job's lock.
+    try:
+        await sweep_staging(desk.store)
+    except DocdeskError as exc:
+        logger.warning("staging sweep failed reason=%s", exc.message)
 
 
 @asynccontextmanager
