@@ -24,6 +24,8 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TypeVar
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import anyio
 import click
@@ -57,6 +59,7 @@ from docdesk.shapes import callback_json, document_json, version_json
 
 if TYPE_CHECKING:
     from docdesk.doctor import Check
+    from docdesk.transfer import TransferReport
 
 __all__ = ["main"]
 
@@ -533,6 +536,41 @@ def migrate() -> None:
     _guarded(lambda: _migrate(settings.resolved_database_url))
 
 
+@main.command("transfer")
+@click.option(
+    "--to-database",
+    required=True,
+    metavar="URL",
+    help="The database to copy into, e.g. postgresql+psycopg://host/docdesk.",
+)
+@click.option(
+    "--to-storage",
+    required=True,
+    metavar="URL",
+    help="Where the blobs go: s3://bucket/prefix?endpoint=... or file:///path.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Say what would be copied, and write nothing."
+)
+def transfer_install(to_database: str, to_storage: str, dry_run: bool) -> None:
+    """Copy this install into another database and blob store.
+
+    Every document, version, key, callback record, capture and kept file
+    goes across with its blobs, typically from the embedded SQLite and
+    files up to PostgreSQL and S3. The target database is migrated first;
+    every blob is read back and checked by sha256, every table by count and
+    content. Stop `docdesk serve` first. Safe to run again: what is there is
+    skipped, and an interrupted run finishes. A target that holds other data
+    under the same ids is refused, with nothing written.
+    """
+    _configure_logging("warning")
+    settings = _settings()
+
+    report = _guarded(lambda: _transfer(settings, to_database, to_storage, dry_run))
+
+    _print_transfer(report)
+
+
 # What the shell commands run
 
 
@@ -723,6 +761,64 @@ async def _migrate(url: str) -> None:
     if left:
         raise ConfigurationError(f"still behind after migrating: {', '.join(left)}")
     click.echo("up to date")
+
+
+async def _transfer(
+    settings: Settings, to_database: str, to_storage: str, dry_run: bool
+) -> TransferReport:
+    """Run the transfer with a bar in bytes of blobs settled and each step."""
+    from docdesk.transfer import transfer
+
+    source = settings.resolved_database_url, settings.resolved_storage_url
+    target = to_database, to_storage
+    for side, (database, storage) in (("from", source), ("to", target)):
+        shown = f"{_shown_url(database)} and {_shown_store(storage)}"
+        click.echo(f"{side:<4} {shown}", err=True)
+    with _progress() as progress:
+        task = progress.add_task("blobs", total=None)
+        return await transfer(
+            from_database=source[0],
+            from_storage=source[1],
+            to_database=to_database,
+            to_storage=to_storage,
+            dry_run=dry_run,
+            on_blob=lambda blob: progress.advance(task, blob.size),
+            on_step=lambda step: progress.console.print(Text(step)),
+        )
+
+
+def _print_transfer(report: TransferReport) -> None:
+    """Rows per table, then blobs and bytes, then what was checked."""
+    copied = "would copy" if report.dry_run else "copied"
+    table = _table("table", "in source", "already there", copied, wrapping=())
+    for count in report.tables:
+        numbers = (count.source, count.present, count.copied)
+        table.add_row(*_cells(count.name, *map(str, numbers)))
+    _print_table(table, empty="no tables")
+
+    if report.migrated:
+        done = "would migrate" if report.dry_run else "migrated"
+        click.echo(f"{done} the target database: {', '.join(report.migrated)}")
+    click.echo(
+        f"blobs: {report.blobs} ({filesize.decimal(report.bytes_total)}), "
+        f"{copied} {report.blobs_copied} "
+        f"({filesize.decimal(report.bytes_copied)}), "
+        f"already there {report.blobs_present}"
+    )
+    if report.dry_run:
+        click.echo("dry run: nothing was written")
+    elif report.copied_nothing:
+        click.echo("nothing new to copy: the target holds all of it, checked")
+    else:
+        click.echo("verified: every blob by sha256, every table by count and content")
+
+
+def _shown_store(url: str) -> str:
+    """A storage URL without any user part or query, for the terminal."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        return url2pathname(parts.path)
+    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
 
 
 def _catalog(url: str) -> Catalog:

@@ -16,6 +16,8 @@ The tree::
     │   └── DownloadFailed                 the network or the server failed us
     ├── DocumentServerError                the DS did not answer, or refused
     │   └── CaptureTimeout                 no callback came back for a capture
+    ├── TransferError                      ``docdesk transfer`` cannot go on
+    │   └── TransferConflict               the target is not a copy of the source
     └── BackendError                       storage or catalog trouble
         ├── StorageError (OSError)
         └── CatalogError
@@ -45,6 +47,8 @@ __all__ = [
     "StorageError",
     "TokenError",
     "TooLarge",
+    "TransferConflict",
+    "TransferError",
     "UnsupportedFormat",
 ]
 
@@ -163,3 +167,18 @@ class StorageError(BackendError, OSError):
 
 class CatalogError(BackendError):
     code = "catalog_unavailable"
+
+
+class TransferError(DocdeskError):
+    """The transfer cannot go on; the message says why and what to do."""
+
+    code = "transfer_error"
+
+
+class TransferConflict(TransferError):
+    """The target holds different data under the same ids: it is not a copy.
+
+    Raised before anything is written.
+    """
+
+    code = "transfer_conflict"
