@@ -1,0 +1,50 @@
+"""Fixtures for the scale-out suite: one database and one blob store, shared.
+
+Every instance a test starts uses the session's PostgreSQL database,
+emptied first, and one blob store: a folder on this machine or a prefix of
+the SeaweedFS bucket no other test uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from docdesk.catalog import Catalog
+from docdesk.catalog.tables import metadata
+from docdesk.errors import ConfigurationError
+from docdesk.storage import open_store
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    """The session's PostgreSQL database, migrated and empty."""
+
+    async def empty() -> None:
+        catalog = Catalog.from_url(postgres_url)
+        try:
+            await catalog.migrate()
+            async with catalog.engine.begin() as conn:
+                for table in reversed(metadata.sorted_tables):
+                    await conn.execute(table.delete())
+        finally:
+            await catalog.close()
+
+    asyncio.run(empty())
+    return postgres_url
+
+
+@pytest.fixture(params=["files", "s3"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One blob store for every instance: a shared folder, or an S3 prefix."""
+    if request.param == "files":
+        return (tmp_path / "shared-blobs").resolve().as_uri()
+    url: str = request.getfixturevalue("s3_storage_url")
+    try:
+        store = open_store(url)
+    except ConfigurationError as exc:
+        pytest.skip(f"the S3 blob store is not there yet: {exc.message}")
+    asyncio.run(store.close())
+    return url
