@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -68,6 +69,30 @@ def test_serve_with_no_document_server_runs_the_simulator_beside_itself(
     assert documents == {"documents": []}
     assert health == "true"
     assert (tmp_path / "docdesk.sqlite3").exists()
+
+
+def test_serve_keeps_an_idle_connection_longer_than_clients_keep_theirs(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api/documents"
+    env = {"DOCDESK_DATA_DIR": str(tmp_path)}
+    # Longer than the 5 s that httpx and uvicorn both default to.
+    idle = 6.5
+
+    with running(["serve", "--port", str(port)], env, url):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/api/documents")
+        first = connection.getresponse()
+        first.read()
+        time.sleep(idle)
+        # Raises RemoteDisconnected if the server closed the connection.
+        connection.request("GET", "/api/documents")
+        second = connection.getresponse()
+        second.read()
+        connection.close()
+
+    assert (first.status, second.status) == (200, 200)
 
 
 def test_the_simulator_command_answers_the_command_service_with_its_secret(
