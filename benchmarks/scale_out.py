@@ -29,6 +29,7 @@ there for each setup and dropped after.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import secrets
@@ -258,6 +259,20 @@ def report(rows: list[Figures], args: argparse.Namespace, load: str) -> None:
         "latency: from the DS's callback POST reaching the balancer to the end "
         "of docdesk's answer (download, checks, blob commit, catalog commit)."
     )
+    result = {
+        "name": "scale_out",
+        "cores": os.cpu_count(),
+        **{
+            row.setup: {
+                "saves_per_s": round(row.per_second, 1),
+                "p50_ms": round(row.percentile(50), 1),
+                "p99_ms": round(row.percentile(99), 1),
+            }
+            for row in rows
+        },
+    }
+    # One line for the reliability report to read back.
+    print("RESULT " + json.dumps(result))
 
 
 def main(argv: list[str] | None = None) -> int:
