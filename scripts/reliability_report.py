@@ -346,11 +346,29 @@ def render(
             "",
         ]
         for result in results:
-            fields = ", ".join(
-                f"{key} {value}" for key, value in result.items() if key != "name"
-            )
-            lines.append(f"- **{result['name']}**: {fields}")
+            lines += render_result(result)
     return "\n".join(lines) + "\n"
+
+
+def render_result(result: dict[str, Any]) -> list[str]:
+    """One benchmark's figures: a line, then a table for each row it measured."""
+    flat = {k: v for k, v in result.items() if k != "name" and not isinstance(v, dict)}
+    rows = {k: v for k, v in result.items() if isinstance(v, dict)}
+    lines = [
+        f"- **{result['name']}**: " + ", ".join(f"{k} {v}" for k, v in flat.items())
+    ]
+    if rows:
+        columns = list(dict.fromkeys(key for row in rows.values() for key in row))
+        lines += [
+            "",
+            "  | | " + " | ".join(columns) + " |",
+            "  |---|" + "---:|" * len(columns),
+        ]
+        for label, row in rows.items():
+            cells = " | ".join(str(row.get(column, "")) for column in columns)
+            lines.append(f"  | {label} | {cells} |")
+        lines.append("")
+    return lines
 
 
 def grouped(checks: list[Check]) -> dict[str, list[Check]]:
