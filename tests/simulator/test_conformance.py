@@ -1042,12 +1042,108 @@ class TestFieldSemantics:
         bench.integrator.reply(reply_json({"error": 1}), key=key, status=6)
         bench.command("forcesave", key=key)
         first = bench.integrator.wait_for(6, key=key)
+        bench.wait_logged(6, key)
 
         answer = bench.command("forcesave", key=key)
         again = bench.integrator.wait_for(6, key=key, count=2)
 
         assert answer == {"key": key, "error": 0}
         assert bench.fetch(again.body["url"]) == bench.fetch(first.body["url"])
+
+    @pytest.mark.parametrize(
+        "fault", [None, "drop", "reject"], ids=["refused", "dropped", "502"]
+    )
+    def test_the_resent_force_save_is_the_cached_result_with_its_userdata(
+        self, bench: Bench, fault: str | None
+    ) -> None:
+        """§2.2: the cached result, so the first userdata and lastsave (§1.3).
+
+        srv: applyForceSaveCache re-sends the cached command, whose userdata
+        is the first one's, with fresh links and ``encrypted:false``.
+        """
+        key = new_key()
+        ann = bench.open(key, "ann")
+        bench.control.edit(ann, "Cached")
+        if fault is None:
+            bench.integrator.reply(reply_json({"error": 1}), key=key, status=6)
+        else:
+            bench.control.faults(callback=fault)
+        bench.command("forcesave", key=key, userdata="first")
+        bench.wait_logged(6, key)
+        first = attempts_logged(bench, key, 6)[0]
+
+        answer = bench.command("forcesave", key=key, userdata="second")
+        # A lost callback never reached the integrator.
+        again = bench.integrator.wait_for(6, key=key, count=1 if fault else 2)
+
+        assert answer == {"key": key, "error": 0}
+        assert first.success is False
+        assert again.body["userdata"] == "first"
+        assert again.body["lastsave"] == first.body["lastsave"]
+        assert again.body["encrypted"] is False
+        assert again.body["forcesavetype"] == 0
+        assert again.body["url"] != first.body["url"]
+        assert bench.fetch(again.body["url"]) == bench.fetch(first.body["url"])
+        assert_signed_as_sent(again)
+
+    def test_a_force_save_after_edits_past_a_refused_one_starts_afresh(
+        self, bench: Bench
+    ) -> None:
+        """§2.2: a new change ends the cache; the new force save is its own."""
+        key = new_key()
+        ann = bench.open(key, "ann")
+        bench.control.edit(ann, "Before")
+        bench.integrator.reply(reply_json({"error": 1}), key=key, status=6)
+        bench.command("forcesave", key=key, userdata="first")
+        bench.wait_logged(6, key)
+        bench.control.edit(ann, "After")
+
+        answer = bench.command("forcesave", key=key, userdata="second")
+        again = bench.integrator.wait_for(6, key=key, count=2)
+
+        assert answer == {"key": key, "error": 0}
+        assert again.body["userdata"] == "second"
+        assert "encrypted" not in again.body
+        assert "After" in document_text("docx", bench.fetch(again.body["url"]))
+
+    def test_a_resent_force_save_once_accepted_ends_it(self, bench: Bench) -> None:
+        """§2.2, §4: accepted at last, the force save is ended; §9.8 then holds."""
+        key = new_key()
+        ann = bench.open(key, "ann")
+        bench.control.edit(ann, "At last")
+        bench.control.faults(callback="drop")
+        bench.command("forcesave", key=key)
+        bench.wait_logged(6, key)
+        bench.command("forcesave", key=key)
+        bench.wait_logged(6, key, count=2)
+
+        answer = bench.command("forcesave", key=key)
+        bench.control.close(ann)
+        saved = bench.integrator.wait_for(2, key=key)
+
+        assert answer == {"key": key, "error": 4}
+        assert saved.body["notmodified"] is True
+
+    def test_a_force_save_while_one_is_being_answered_answers_4(
+        self, bench: Bench
+    ) -> None:
+        """§4 error 4, and no second callback for the same changes.
+
+        The notes do not say it; srv: applyForceSaveCache finds the force
+        save started, neither ended nor cached, and answers NotModified.
+        """
+        key = new_key()
+        ann = bench.open(key, "ann")
+        bench.control.edit(ann, "Running")
+        bench.integrator.reply(Reply(stall=0.6), key=key, status=6)
+        bench.command("forcesave", key=key)
+        bench.integrator.wait_for(6, key=key, answered=False)
+
+        answer = bench.command("forcesave", key=key)
+
+        assert answer == {"key": key, "error": 4}
+        bench.wait_logged(6, key)
+        assert no_callback(bench, 6, key, within=0.3, count=2)
 
 
 # §9.9-11: answers, retries, forgotten files

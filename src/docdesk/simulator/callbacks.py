@@ -112,9 +112,12 @@ class CallbackSender:
             "User-Agent": USER_AGENT,
         }
         http_status: int | None = None
-        if self._faults and self._faults[0] == "drop":
-            self._faults.pop(0)
+        fault = self._faults.pop(0) if self._faults else None
+        if fault == "drop":
             answer = "dropped"
+        elif fault == "reject":
+            # What a balancer answers for an instance that died under it.
+            http_status, answer = 502, "Bad Gateway"
         else:
             try:
                 response = await self.client.post(url, json=body, headers=headers)

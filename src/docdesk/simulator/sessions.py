@@ -96,6 +96,9 @@ class DocumentSession:
     # How many changes the last acknowledged force save held.
     forcesaved: int | None = None
     forcesaved_at: datetime | None = None
+    # The latest force save, kept until a new change: its result is what a
+    # later force save re-sends while no callback has taken it.
+    latest_forcesave: ForceSave | None = None
     saving: bool = False
     # What a legacy `saved` command said during the final save, if one came.
     saved_answer: str | None = None
@@ -125,6 +128,29 @@ class DocumentSession:
         return next(reversed(self.callback_urls.values()), None)
 
 
+@dataclass
+class ForceSave:
+    """One force save's result, as the DS caches it (``convertInfo``).
+
+    ``answered`` turns true once its callback was tried, whatever the
+    answer; until then the force save is still running.
+    """
+
+    count: int
+    at: datetime
+    kind: ForceSaveType
+    author: str | None
+    userdata: str | None
+    assembled: Assembled
+    answered: bool = False
+
+    @property
+    def status(self) -> CallbackStatus:
+        if self.assembled.ok:
+            return CallbackStatus.MUST_FORCE_SAVE
+        return CallbackStatus.CORRUPTED_FORCE_SAVE
+
+
 @dataclass(frozen=True)
 class Forgotten:
     """A final save no callback would take, kept for the integrator."""
@@ -143,7 +169,8 @@ class Faults:
     assembly: list[str] = field(default_factory=list)
     command: list[int] = field(default_factory=list)
     # "drop": the next callback attempt never reaches the integrator, as on
-    # a network error (a status 2 or 3 is then retried, as ever).
+    # a network error; "reject": it is answered 502 without reaching it (a
+    # status 2 or 3 is then retried, as ever).
     callback: list[str] = field(default_factory=list)
 
 
@@ -432,7 +459,13 @@ class Simulator:
         userdata: str | None = None,
         form: dict[str, Any] | None = None,
     ) -> CommandError:
-        """Assemble the file now and post status 6 (or 7), keeping the key."""
+        """Assemble the file now and post status 6 (or 7), keeping the key.
+
+        A force save whose callback failed is not ended: until the next
+        change, another force save re-sends its cached result, file,
+        ``userdata`` and ``lastsave`` as first sent, with fresh links (the
+        DS's ``applyForceSaveCache``). One still running is not doubled.
+        """
         session = self.sessions.get(key)
         if session is None:
             return CommandError.DOCUMENT_ID
@@ -441,51 +474,86 @@ class Simulator:
         if not session.modified_since_forcesave and kind is not ForceSaveType.FORM:
             return CommandError.NOT_MODIFIED
 
+        cached = self._cached_forcesave(session, kind)
+        if cached is not None and not cached.answered:
+            # Still running: the DS starts no second one and says 4.
+            return CommandError.NOT_MODIFIED
+        result = cached or self._start_forcesave(session, kind, userdata)
+
         clicked = kind in (ForceSaveType.BUTTON, ForceSaveType.FORM)
         # The clicker's callback URL for a button or form, else the last author's.
-        author = session.last_author
-        url = session.callback_for(by.user_id if clicked and by else author)
-        count, now = len(session.changes), datetime.now(UTC)
-        assembled = self._assemble(session)
-        status = (
-            CallbackStatus.MUST_FORCE_SAVE
-            if assembled.ok
-            else CallbackStatus.CORRUPTED_FORCE_SAVE
-        )
+        url = session.callback_for(by.user_id if clicked and by else result.author)
 
         def fields() -> dict[str, Any]:
-            body = self._save_fields(session, status, assembled, author, now)
+            body = self._save_fields(
+                session, result.status, result.assembled, result.author, result.at
+            )
             if clicked and by:
                 body["actions"] = [
                     {"type": UserAction.FORCE_SAVE, "userid": by.user_id}
                 ]
-            if userdata is not None:
-                body["userdata"] = userdata
+            if result.userdata is not None:
+                body["userdata"] = result.userdata
             body["forcesavetype"] = kind
-            if form is not None and assembled.ok:
+            if cached is not None:
+                # The DS re-sends through commandSfcCallback(cmd, true, false),
+                # whose last argument lands in `encrypted`.
+                body["encrypted"] = False
+            if form is not None and result.assembled.ok:
                 body["formsdataurl"] = self._link(
                     session, "formsdata.json", _json(form)
                 )
             return body
 
-        self._spawn(
-            self._deliver_forcesave(session, url, fields, count, now, assembled.ok)
-        )
+        self._spawn(self._deliver_forcesave(session, url, fields, result))
         return CommandError.NO_ERROR
+
+    def _cached_forcesave(
+        self, session: DocumentSession, kind: ForceSaveType
+    ) -> ForceSave | None:
+        """The force save a new one would repeat, if any.
+
+        That is the latest one, when no change came after it and it left a
+        file (a failed assembly leaves none, so the DS assembles again).
+        """
+        # XXX: a form submit is always assembled afresh; the DS would re-send
+        # a cached submit too, and answer "in progress" while one runs.
+        if kind is ForceSaveType.FORM:
+            return None
+        latest = session.latest_forcesave
+        if latest is None or latest.count != len(session.changes):
+            return None
+        if latest.kind is ForceSaveType.FORM:
+            return None
+        if latest.answered and latest.assembled.data is None:
+            return None
+        return latest
+
+    def _start_forcesave(
+        self, session: DocumentSession, kind: ForceSaveType, userdata: str | None
+    ) -> ForceSave:
+        result = ForceSave(
+            count=len(session.changes),
+            at=datetime.now(UTC),
+            kind=kind,
+            author=session.last_author,
+            userdata=userdata,
+            assembled=self._assemble(session),
+        )
+        session.latest_forcesave = result
+        return result
 
     async def _deliver_forcesave(
         self,
         session: DocumentSession,
         url: str | None,
         fields: Callable[[], dict[str, Any]],
-        count: int,
-        when: datetime,
-        assembled: bool,
+        result: ForceSave,
     ) -> None:
-        if url is None:
-            return
-        if await self.sender.send(url, fields) and assembled:
-            session.forcesaved, session.forcesaved_at = count, when
+        delivered = url is not None and await self.sender.send(url, fields)
+        result.answered = True
+        if delivered and result.assembled.ok:
+            session.forcesaved, session.forcesaved_at = result.count, result.at
 
     async def _forcesave_timer(self, session: DocumentSession) -> None:
         interval = self.settings.forcesave_interval or 0.0
