@@ -378,6 +378,36 @@ def test_the_recovery_job_sweeps_what_a_crashed_writer_left(tmp_path: Path) -> N
         assert fresh.exists()
 
 
+def test_the_recovery_job_sweeps_blobs_no_version_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every round sweeps, not only the first of each hour.
+    monkeypatch.setattr("docdesk.recovery.ORPHAN_SWEEP_INTERVAL", 0.0)
+    env = {"DOCDESK_DATA_DIR": str(tmp_path), "DOCDESK_RECOVERY_INTERVAL": "0.2"}
+
+    with serving(env) as service:
+        document_id = upload(service.api)
+        root = Path(url2pathname(urlsplit(service.settings.resolved_storage_url).path))
+        folder = root / "documents" / document_id
+        # What a kill between a save's blob and its catalog row leaves.
+        orphan = folder / "0123456789abcdef.docx"
+        young = folder / "fedcba9876543210.docx"
+        orphan.write_bytes(DOCX)
+        young.write_bytes(DOCX)
+        long_ago = time.time() - 2 * 3600
+        os.utime(orphan, (long_ago, long_ago))
+
+        deadline = time.monotonic() + 10
+        while orphan.exists():
+            assert time.monotonic() < deadline, "the orphaned blob was not swept"
+            time.sleep(0.05)
+        content = service.api.get(f"/api/documents/{document_id}/content")
+
+        assert young.exists()
+        assert content.status_code == 200
+        assert content.content == DOCX
+
+
 def wait_for_versions(api: httpx.Client, document_id: str, count: int) -> None:
     deadline = time.monotonic() + 10
     while len(versions(api, document_id)) < count:

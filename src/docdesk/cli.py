@@ -48,11 +48,13 @@ from docdesk import logs
 from docdesk.catalog import CallbackRecord, Catalog, DocumentRecord, VersionRecord
 from docdesk.desk import DocDesk, clean_title, is_document_id
 from docdesk.errors import ConfigurationError, DocdeskError, StorageError
+from docdesk.orphans import ORPHAN_MAX_AGE
 from docdesk.recovery import (
     list_recoveries,
     recover_exclusively,
     recovery_json,
     restore_recovery,
+    sweep_orphans_exclusively,
 )
 from docdesk.settings import Settings
 from docdesk.shapes import callback_json, document_json, version_json
@@ -520,6 +522,31 @@ def recover() -> None:
         click.echo("\t".join((*fields, each.detail or "")).rstrip("\t"))
     if any(each.detail is not None for each in done):
         sys.exit(1)
+
+
+@main.command()
+@click.option(
+    "--older-than",
+    type=click.FloatRange(min=0),
+    default=ORPHAN_MAX_AGE,
+    show_default=True,
+    metavar="SECONDS",
+    help="Leave blobs younger than this: their version may still be recording.",
+)
+def sweep(older_than: float) -> None:
+    """Delete stored blobs that no version or kept file refers to.
+
+    A crash between storing a file and recording its version, or half-way
+    through deleting a document, leaves such blobs; nothing refers to them,
+    so nothing is lost. Prints how many went. `docdesk serve` does this
+    once an hour; a sweep that another instance runs makes this one exit
+    with status 1.
+    """
+    removed = _run(partial(sweep_orphans_exclusively, older_than=older_than))
+
+    if removed is None:
+        _fail("another instance is sweeping or recovering right now")
+    click.echo(f"{removed} orphaned blob(s) removed")
 
 
 @main.command()

@@ -6,7 +6,9 @@ and restored on request as the newest version once its bytes pass the format
 check. The DS keeps the file of a status-2 or 3 save that no callback took
 as a "forgotten file", until someone fetches and deletes it through the
 command service: :func:`recover_forgotten` does that for the keys docdesk
-issued, and :func:`run_recovery_job` does it every few minutes.
+issued, and :func:`run_recovery_job` does it every few minutes. The job also
+sweeps what crashed writers left: staging temporaries, and once an hour the
+blobs no catalog row names (:mod:`docdesk.orphans`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -48,6 +52,7 @@ from docdesk.errors import (
     TooLarge,
 )
 from docdesk.formats import check_bytes, format_for
+from docdesk.orphans import ORPHAN_MAX_AGE, sweep_orphans
 from docdesk.storage import sweep_staging
 
 __all__ = [
@@ -61,6 +66,7 @@ __all__ = [
     "recovery_json",
     "restore_recovery",
     "run_recovery_job",
+    "sweep_orphans_exclusively",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,10 +75,15 @@ FORGOTTEN_NOTE = "recovered from the Document Server's forgotten files"
 # The PostgreSQL advisory lock the periodic job holds while it runs a round
 # (the first 8 bytes of sha256("docdesk recovery")); pg_locks shows it.
 RECOVERY_LOCK = 5083649716391254604
+# Seconds between two orphan sweeps by one DocDesk's job: a sweep lists the
+# whole store, and orphans are rare (a crash mid-save makes one).
+ORPHAN_SWEEP_INTERVAL = 3600.0
 
 # Databases this process runs a round on now; SQLite has one host.
 _running: set[str] = set()
 _running_guard = threading.Lock()
+# When each open DocDesk's job last swept orphans (time.monotonic()).
+_orphans_swept: weakref.WeakKeyDictionary[DocDesk, float] = weakref.WeakKeyDictionary()
 
 
 class RecoveryOutcome(StrEnum):
@@ -355,10 +366,12 @@ async def _holding(
 async def run_recovery_job(desk: DocDesk, *, every: float, stop: anyio.Event) -> None:
     """Run :func:`recover_forgotten` every ``every`` seconds until ``stop``.
 
-    One instance at a time runs a round: on PostgreSQL the one holding the
-    advisory lock RECOVERY_LOCK, on SQLite (one host) the one in this
-    process that got there first; the others skip that round. A round that
-    fails is logged and the next one comes as usual.
+    Each round first sweeps the store's staging area; the first round, and
+    then one every ORPHAN_SWEEP_INTERVAL, also sweeps orphaned blobs. One
+    instance at a time recovers and sweeps orphans: on PostgreSQL the one
+    holding the advisory lock RECOVERY_LOCK, on SQLite (one host) the one in
+    this process that got there first; the others skip that round. A round
+    that fails is logged and the next one comes as usual.
     """
     if every <= 0:
         raise ValueError("the recovery job needs a positive interval")
@@ -405,8 +418,28 @@ async def recover_exclusively(desk: DocDesk) -> list[Recovered] | None:
         return await recover_forgotten(desk)
 
 
+async def sweep_orphans_exclusively(
+    desk: DocDesk, *, older_than: float = ORPHAN_MAX_AGE
+) -> int | None:
+    """:func:`docdesk.orphans.sweep_orphans` under the job's lock.
+
+    Says how many blobs went, or None if another instance holds the lock.
+    The periodic job and ``docdesk sweep`` both come through here, so one
+    instance at a time lists the store against the catalog.
+    """
+    async with _only_instance(desk.catalog.engine) as held:
+        if not held:
+            return None
+        return await sweep_orphans(desk.catalog, desk.store, older_than=older_than)
+
+
 async def _round(desk: DocDesk) -> None:
     await _sweep(desk)
+    await _recover_round(desk)
+    await _sweep_orphans_if_due(desk)
+
+
+async def _recover_round(desk: DocDesk) -> None:
     try:
         done = await recover_exclusively(desk)
         if done is None:
@@ -436,6 +469,24 @@ async def _round(desk: DocDesk) -> None:
                 each.outcome,
                 each.detail,
             )
+
+
+async def _sweep_orphans_if_due(desk: DocDesk) -> None:
+    swept = _orphans_swept.get(desk)
+    if swept is not None and time.monotonic() - swept < ORPHAN_SWEEP_INTERVAL:
+        return
+    try:
+        removed = await sweep_orphans_exclusively(desk)
+    except DocdeskError as exc:
+        logger.warning("orphan sweep failed reason=%s", exc.message)
+        return
+    except Exception:
+        logger.warning("orphan sweep crashed", exc_info=True)
+        return
+    if removed is None:
+        logger.debug("orphan sweep skipped reason=another instance runs it")
+        return
+    _orphans_swept[desk] = time.monotonic()
 
 
 async def _sweep(desk: DocDesk) -> None:

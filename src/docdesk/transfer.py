@@ -25,9 +25,9 @@ skipped, so a second run copies nothing, and a run that was interrupted
 finishes the work. The source is opened read-only and never written.
 
 Tables are taken from the catalog's metadata; each needs an entry in
-:data:`BLOB_COLUMNS` saying which of its columns name blobs, so a table
-added later stops the transfer instead of being skipped or copied without
-its blobs.
+:data:`docdesk.catalog.tables.BLOB_COLUMNS` saying which of its columns name
+blobs, so a table added later stops the transfer instead of being skipped or
+copied without its blobs.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from docdesk.catalog import Catalog, migrations
+from docdesk.catalog.tables import BLOB_COLUMNS, BlobColumn
 from docdesk.catalog.tables import metadata as catalog_metadata
 from docdesk.errors import (
     ConfigurationError,
@@ -88,32 +89,6 @@ READ_CHUNK = 1_048_576
 # Tables the catalog's database holds beside the metadata's.
 BOOKKEEPING = frozenset({"alembic_version"})
 NOT_A_COPY = "it is not a copy of this install. Refused; nothing was written"
-
-
-@dataclass(frozen=True)
-class BlobColumn:
-    """A column whose value names a blob, and what the row records about it."""
-
-    name: str
-    sha256: str | None = None
-    size: str | None = None
-
-
-# Which columns of each table name blobs. Every table of the catalog's
-# metadata must be listed, with () when none of its columns does.
-BLOB_COLUMNS: Mapping[str, tuple[BlobColumn, ...]] = {
-    "documents": (),
-    "versions": (
-        BlobColumn("blob", sha256="sha256", size="size"),
-        BlobColumn("changes_blob"),
-        BlobColumn("forms_blob"),
-    ),
-    "keys": (),
-    "callbacks": (),
-    "recoveries": (BlobColumn("blob", sha256="sha256", size="size"),),
-    "deliveries": (),
-    "captures": (),
-}
 
 
 @dataclass
@@ -350,7 +325,7 @@ def _check_tables(metadata: MetaData) -> None:
             raise TransferError(
                 f"the catalog has a table {table.name!r} the transfer does not "
                 "know how to copy: list its blob columns in "
-                "docdesk.transfer.BLOB_COLUMNS"
+                "docdesk.catalog.tables.BLOB_COLUMNS"
             )
         if not table.primary_key.columns:
             raise TransferError(
@@ -361,7 +336,7 @@ def _check_tables(metadata: MetaData) -> None:
             for column in (blob.name, blob.sha256, blob.size):
                 if column is not None and column not in table.columns:
                     raise TransferError(
-                        f"docdesk.transfer.BLOB_COLUMNS names a column "
+                        f"docdesk.catalog.tables.BLOB_COLUMNS names a column "
                         f"{table.name}.{column} that the catalog does not have"
                     )
 

@@ -25,6 +25,8 @@ import anyio
 import docx
 import httpx
 
+from docdesk.catalog import Catalog
+from docdesk.orphans import sweep_orphans
 from docdesk.storage.local import STAGING, LocalBlobStore
 from docdesk.testing import ControlClient
 
@@ -193,6 +195,26 @@ class Rig:
         store = LocalBlobStore(self.blobs)
         removed: int = anyio.run(lambda: store.sweep_staging(older_than=0))
         return removed
+
+    def sweep_orphans(self) -> int:
+        """What the recovery job removes: every blob no version names.
+
+        Only once every save has settled: with nothing in flight, no blob
+        is young enough to need the job's age limit.
+        """
+
+        async def sweep() -> int:
+            catalog = Catalog.from_url(
+                f"sqlite+aiosqlite:///{self.data / 'docdesk.sqlite3'}"
+            )
+            try:
+                return await sweep_orphans(
+                    catalog, LocalBlobStore(self.blobs), older_than=0
+                )
+            finally:
+                await catalog.close()
+
+        return anyio.run(sweep)
 
 
 def _final(attempt: dict[str, Any], count: int) -> bool:

@@ -9,16 +9,18 @@ Commits for one document are serialized: SQLite by taking its write lock at
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import delete, event, func, insert, select, update
+from sqlalchemy import Column, delete, event, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection, Row, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -34,11 +36,13 @@ from docdesk.catalog.records import (
     VersionSource,
 )
 from docdesk.catalog.tables import (
+    BLOB_COLUMNS,
     callbacks,
     captures,
     deliveries,
     documents,
     keys,
+    metadata,
     recoveries,
     versions,
 )
@@ -47,6 +51,14 @@ from docdesk.errors import CatalogError, ConfigurationError, NotFound
 __all__ = ["Catalog"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Connections kept open to an SQLite file (and as many more at a peak).
+SQLITE_POOL_SIZE = 32
+# The execution option that marks a transaction that writes.
+WRITES = "docdesk_writes"
+# One small write in a transaction it may share: see Catalog._write.
+Write = Callable[[AsyncConnection], Awaitable[T]]
 
 
 def _now() -> datetime:
@@ -58,11 +70,19 @@ class Catalog:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._writes = engine.execution_options(**{WRITES: True})
+        # SQLite lets one writer in at a time and makes the others poll with
+        # sleeps of up to 100 ms (busy_timeout): under load, callbacks wait
+        # far longer than their writes take. Queueing this process's writers
+        # here hands the write lock on at once; other processes still poll.
+        self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._queued: list[tuple[Write[Any], asyncio.Future[Any]]] = []
+        self._committing: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> Catalog:
         try:
-            engine = create_async_engine(url, pool_pre_ping=True)
+            engine = create_async_engine(url, **_pool_options(url))
         except (ArgumentError, ImportError) as exc:
             raise ConfigurationError(
                 "DOCDESK_DATABASE_URL is not a usable database URL: "
@@ -266,10 +286,12 @@ class Catalog:
         seconds) or a callback signed before the one that last set the
         editors (``signed`` is its ``iat``): the DS does not wait for status
         1 before going on, so it may arrive late. Returns whether the
-        editors were set. One transaction, so one sync to disk.
+        editors were set. One transaction, whose sync to disk it may share
+        with other small writes (:meth:`_write`).
         """
         now = _now()
-        async with self._begin() as conn:
+
+        async def write(conn: AsyncConnection) -> bool:
             if delivery is not None and not await _first_delivery(
                 conn, delivery, document_id, status, now + timedelta(seconds=keep)
             ):
@@ -283,6 +305,8 @@ class Catalog:
                 query.values(editors=list(editors), editors_signed=signed)
             )
             return bool(result.rowcount)
+
+        return await self._write(write)
 
     # Deliveries
 
@@ -300,18 +324,24 @@ class Catalog:
     ) -> bool:
         """Remember a callback for ``keep`` seconds; False if it already was."""
         expires = _now() + timedelta(seconds=keep)
-        async with self._begin() as conn:
+
+        async def write(conn: AsyncConnection) -> bool:
             return await _first_delivery(
                 conn, fingerprint, document_id, status, expires
             )
+
+        return await self._write(write)
 
     # The callback log
 
     async def log_callback(self, record: CallbackRecord) -> None:
         values = asdict(record)
         values.pop("id")
-        async with self._begin() as conn:
+
+        async def write(conn: AsyncConnection) -> None:
             await conn.execute(insert(callbacks).values(**values))
+
+        await self._write(write)
 
     async def callback_log(
         self, document_id: str | None = None, *, limit: int = 100
@@ -412,15 +442,98 @@ class Catalog:
             )
             return await _recovery(conn, recovery_id)
 
+    # Blobs
+
+    async def blob_names(self) -> AsyncGenerator[str, None]:
+        """Every blob name a row of the catalog refers to; a name may repeat.
+
+        The columns read are those BLOB_COLUMNS lists: versions, their changes
+        and form data, files kept aside for recovery. Rows are streamed, so
+        memory does not grow with the catalog. A table without an entry there
+        raises CatalogError before anything is read: its blobs could not be
+        told apart from orphans.
+        """
+        columns: list[Column[Any]] = []
+        for table in metadata.sorted_tables:
+            listed = BLOB_COLUMNS.get(table.name)
+            if listed is None:
+                raise CatalogError(
+                    f"the catalog's table {table.name!r} has no entry in "
+                    "docdesk.catalog.tables.BLOB_COLUMNS"
+                )
+            columns += [table.c[column.name] for column in listed]
+
+        async with self._connect() as conn:
+            for column in columns:
+                rows = await conn.stream(select(column).where(column.is_not(None)))
+                async for (name,) in rows:
+                    yield name
+
     # Connections
 
     @asynccontextmanager
     async def _begin(self) -> AsyncIterator[AsyncConnection]:
+        async with self._writer or contextlib.nullcontext():
+            try:
+                async with self._writes.begin() as conn:
+                    yield conn
+            except SQLAlchemyError as exc:
+                raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
+
+    async def _write(self, write: Write[T]) -> T:
+        """Run ``write`` in a transaction; on SQLite, commit it with others.
+
+        Every SQLite commit is a sync to disk, and one small write (who
+        edits, a line of the callback log) costs far less than its sync. The
+        writes that queue while a commit is under way go together in the next
+        transaction, in the order they came, so one sync serves them all; each
+        caller still returns only once its own write is durable. A batch that
+        fails is run again one write per transaction, so that each caller
+        gets its own outcome. Only SQLite batches: it locks the whole
+        database anyway, whereas PostgreSQL's row locks could deadlock.
+        """
+        if self._writer is None:
+            async with self._begin() as conn:
+                return await write(conn)
+
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queued.append((write, future))
+        if self._committing is None:
+            self._committing = asyncio.create_task(self._commit_queued())
+        return await future
+
+    async def _commit_queued(self) -> None:
         try:
-            async with self.engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
+            while self._queued:
+                batch, self._queued = self._queued, []
+                try:
+                    async with self._begin() as conn:
+                        results = [await write(conn) for write, _ in batch]
+                except Exception:
+                    logger.debug(
+                        "batched writes failed, one at a time now n=%d", len(batch)
+                    )
+                    await self._commit_each(batch)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._committing = None
+
+    async def _commit_each(
+        self, batch: list[tuple[Write[Any], asyncio.Future[Any]]]
+    ) -> None:
+        for write, future in batch:
+            try:
+                async with self._begin() as conn:
+                    result = await write(conn)
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(result)
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
@@ -429,6 +542,23 @@ class Catalog:
                 yield conn
         except SQLAlchemyError as exc:
             raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
+
+
+def _pool_options(url: str) -> dict[str, Any]:
+    """How to pool connections: a server's may drop, a local file's may not.
+
+    Each SQLite connection is a thread of aiosqlite's: opening one per
+    request beyond the pool costs more than the request, so the pool keeps
+    enough for every request a busy service runs at once, and pings none.
+    """
+    parsed = make_url(url)
+    # An in-memory database lives in one connection, which SQLAlchemy keeps.
+    in_memory = parsed.database in (None, "", ":memory:") or (
+        parsed.query.get("mode") == "memory"
+    )
+    if parsed.get_backend_name() == "sqlite" and not in_memory:
+        return {"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_POOL_SIZE}
+    return {"pool_pre_ping": True}
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:
@@ -450,7 +580,10 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read needs no lock in WAL mode; taking the write lock for it, too,
+        # made every read wait behind every commit.
+        writes = conn.get_execution_options().get(WRITES, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN DEFERRED")
 
 
 def _document_query() -> Any:

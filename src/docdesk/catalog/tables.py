@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -19,6 +22,8 @@ from sqlalchemy import (
 )
 
 __all__ = [
+    "BLOB_COLUMNS",
+    "BlobColumn",
     "callbacks",
     "captures",
     "deliveries",
@@ -162,3 +167,31 @@ captures = Table(
     Column("outcome", String(32)),
     Column("version", Integer),
 )
+
+
+@dataclass(frozen=True)
+class BlobColumn:
+    """A column whose value names a blob, and what the row records about it."""
+
+    name: str
+    sha256: str | None = None
+    size: str | None = None
+
+
+# Which columns of each table name blobs. Every table of the metadata must be
+# listed, with () when none of its columns does: the transfer copies these
+# blobs with their rows, and the orphan sweep keeps exactly these blobs, so a
+# table missing here stops both rather than losing its blobs.
+BLOB_COLUMNS: Mapping[str, tuple[BlobColumn, ...]] = {
+    "documents": (),
+    "versions": (
+        BlobColumn("blob", sha256="sha256", size="size"),
+        BlobColumn("changes_blob"),
+        BlobColumn("forms_blob"),
+    ),
+    "keys": (),
+    "callbacks": (),
+    "recoveries": (BlobColumn("blob", sha256="sha256", size="size"),),
+    "deliveries": (),
+    "captures": (),
+}

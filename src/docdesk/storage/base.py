@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
@@ -125,6 +126,15 @@ class BlobStore(Protocol):
 
     async def size(self, name: str) -> int:
         """The blob's size in bytes; raises NotFound if there is none."""
+        ...
+
+    async def modified(self, name: str) -> datetime:
+        """When the blob was last written or committed (aware, UTC).
+
+        At most moments before its commit returned, never long before: a
+        blob whose version is still being recorded looks young, which the
+        orphan sweep relies on. Raises NotFound if there is none.
+        """
         ...
 
     async def delete(self, name: str) -> None:

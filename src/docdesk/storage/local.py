@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Self
@@ -96,6 +97,15 @@ class LocalBlobStore:
         validate_blob_name(name)
         _, status = await anyio.to_thread.run_sync(self._locate, name)
         return status.st_size
+
+    async def modified(self, name: str) -> datetime:
+        """The file's mtime: when its last bytes were written.
+
+        That is just before its commit, which only syncs and links them.
+        """
+        validate_blob_name(name)
+        _, status = await anyio.to_thread.run_sync(self._locate, name)
+        return datetime.fromtimestamp(status.st_mtime, UTC)
 
     async def delete(self, name: str) -> None:
         validate_blob_name(name)

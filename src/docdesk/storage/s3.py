@@ -49,7 +49,7 @@ from docdesk.errors import ConfigurationError, NotFound, StorageError
 from docdesk.storage.base import Digest, validate_blob_name
 
 if TYPE_CHECKING:
-    from obstore import AsyncWritableFile
+    from obstore import AsyncWritableFile, ObjectMeta
     from obstore.store import RetryConfig
 
     from docdesk.storage.base import BlobStore, BlobWriter
@@ -209,13 +209,18 @@ class S3BlobStore:
 
     async def size(self, name: str) -> int:
         validate_blob_name(name)
-        try:
-            meta = await obstore.head_async(self._store, name)
-        except FileNotFoundError as exc:
-            raise NotFound(f"no blob named {name!r}") from exc
-        except (BaseError, OSError) as exc:
-            raise self._error("look up", name, exc) from exc
+        meta = await self._head(name)
         return int(meta["size"])
+
+    async def modified(self, name: str) -> datetime:
+        """The object's Last-Modified, by the server's clock.
+
+        A staged blob is copied under its name at commit, so this is the
+        commit's time whatever the upload took.
+        """
+        validate_blob_name(name)
+        meta = await self._head(name)
+        return meta["last_modified"].astimezone(UTC)
 
     async def delete(self, name: str) -> None:
         validate_blob_name(name)
@@ -278,6 +283,14 @@ class S3BlobStore:
         if removed:
             logger.info("staging swept removed=%d", removed)
         return removed
+
+    async def _head(self, name: str) -> ObjectMeta:
+        try:
+            return await obstore.head_async(self._store, name)
+        except FileNotFoundError as exc:
+            raise NotFound(f"no blob named {name!r}") from exc
+        except (BaseError, OSError) as exc:
+            raise self._error("look up", name, exc) from exc
 
     async def _chunks(self, name: str, chunk_size: int) -> AsyncGenerator[bytes, None]:
         try:

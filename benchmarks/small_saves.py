@@ -1,0 +1,311 @@
+"""How many small saves docdesk makes durable a second, beside the disk's rate.
+
+A force save (status 6) or a final save (status 2) hands docdesk a link to
+the edited file; docdesk downloads it, checks it, writes it as a new version
+and syncs it, records the version in one catalog transaction, and only then
+answers ``{"error":0}``. For small files the disk's sync rate, not Python,
+should bound that (DESIGN.md, "Targets").
+
+The edited files are real docx files of ``--size`` bytes (48 KiB by
+default; a blank docx is 36 KiB), each different, served by
+``static_server.py`` standing in for the Document Server's cache. Callbacks
+are status 6 and 2 in turn on 20 documents, each signed as the DS signs it,
+replayed by wrk. In the same run, the baseline writes the same bytes to new
+files in the data dir's folder and fsyncs each, one after the other: what
+the disk gives a writer that does nothing else. Target: docdesk at 50% or more of it.
+
+    python benchmarks/small_saves.py [--seconds 10] [--runs 3] [--connections 8]
+
+The last line is ``RESULT {json}``. Exit status 0 when the target is met,
+1 when it is missed, 2 when the benchmark could not measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+from save_large_file import (
+    BenchmarkError,
+    Processes,
+    _docx_with_filler,
+    start_static_server,
+)
+from throughput import (
+    Load,
+    Server,
+    describe_load,
+    median,
+    print_machine,
+    print_result,
+    print_table,
+    run_folder,
+    run_wrk,
+    start_docdesk,
+    write_requests,
+)
+
+from docdesk import tokens
+from docdesk.formats import blank_document
+
+__all__ = ["main"]
+
+DOCUMENTS = 20
+RATIO_TARGET = 0.5
+# More prepared saves a second than docdesk makes here.
+PREPARED_PER_SECOND = 150
+EXPECT = '"error":0'
+
+
+@dataclass(frozen=True)
+class DiskRun:
+    files: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        return self.files / self.seconds
+
+
+def fsync_loop(folder: Path, data: bytes, seconds: float) -> DiskRun:
+    """Write ``data`` to new files in ``folder`` and fsync each, for ``seconds``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    started = time.perf_counter()
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        fd = os.open(folder / f"{count}.docx", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        count += 1
+    elapsed = time.perf_counter() - started
+    for path in folder.iterdir():
+        path.unlink()
+    return DiskRun(count, elapsed)
+
+
+def write_docx_files(folder: Path, count: int, size: int) -> None:
+    """``count`` docx files of about ``size`` bytes, each with bytes of its own."""
+    blank = blank_document("docx")
+    for n in range(count):
+        with (folder / f"edited-{n}.docx").open("wb") as out:
+            _docx_with_filler(out, blank, max(0, size - len(blank)))
+
+
+def open_documents(service: Server, count: int) -> list[tuple[str, str]]:
+    sessions = []
+    with httpx.Client(base_url=service.base_url, trust_env=False) as api:
+        for n in range(count):
+            upload = api.post(
+                "/api/documents",
+                files={"file": (f"Saves {n}.docx", blank_document("docx"))},
+            )
+            upload.raise_for_status()
+            config = api.get(f"/api/documents/{upload.json()['id']}/editor-config")
+            config.raise_for_status()
+            url = httpx.URL(config.json()["editorConfig"]["callbackUrl"])
+            sessions.append((url.raw_path.decode(), config.json()["document"]["key"]))
+    return sessions
+
+
+def save_callbacks(
+    sessions: list[tuple[str, str]], secret: str, links: list[str]
+) -> Iterator[tuple[str, str, str, str]]:
+    """Status 6 and 2 in turn, each handing over a file of its own."""
+    for n, link in enumerate(links):
+        target, key = sessions[n % len(sessions)]
+        fields: dict[str, Any] = {
+            "key": key,
+            "status": 6 if n % 2 else 2,
+            "url": link,
+            "filetype": "docx",
+            "users": ["bench"],
+            "actions": [{"type": 0, "userid": "bench"}],
+        }
+        if n % 2:
+            fields["forcesavetype"] = 1
+        body = {**fields, "token": tokens.sign(fields, secret, expires_in=300)}
+        header = f"Bearer {tokens.sign_wrapped(fields, secret)}"
+        yield "POST", target, header, json.dumps(body, separators=(",", ":"))
+
+
+def saved_count(service: Server) -> dict[str, float]:
+    text = httpx.get(f"{service.base_url}/metrics", trust_env=False).text
+    counted: dict[str, float] = {}
+    for match in re.finditer(
+        r'^docdesk_callbacks_total\{[^}]*outcome="([^"]+)"[^}]*\} (\S+)$', text, re.M
+    ):
+        counted[match[1]] = counted.get(match[1], 0.0) + float(match[2])
+    return counted
+
+
+def benchmark(args: argparse.Namespace) -> bool:
+    workdir: Path = args.workdir.resolve()
+    print_machine(workdir)
+    processes = Processes()
+    secret = secrets.token_urlsafe(30)
+    prepared = int(args.seconds * PREPARED_PER_SECOND)
+    disks: list[DiskRun] = []
+    saves: list[Load] = []
+
+    with run_folder(workdir, "docdesk-bench-saves-") as folder:
+        files = folder / "files"
+        files.mkdir()
+        total = prepared * args.runs
+        print(f"writing {total} docx files of {args.size} bytes...", flush=True)
+        write_docx_files(files, total, args.size)
+        sample = (files / "edited-0.docx").read_bytes()
+        try:
+            ds_port = start_static_server(processes, files)
+            docdesk = start_docdesk(
+                processes,
+                data_dir=folder / "data",
+                secret=secret,
+                log=folder / "docdesk.log",
+                environment={
+                    "DOCDESK_DOCUMENT_SERVER_URL": f"http://127.0.0.1:{ds_port}"
+                },
+            )
+            sessions = open_documents(docdesk, DOCUMENTS)
+            for number in range(1, args.runs + 1):
+                first = (number - 1) * prepared
+                links = [
+                    f"http://127.0.0.1:{ds_port}/edited-{n}.docx"
+                    for n in range(first, first + prepared)
+                ]
+                requests = folder / f"saves-{number}.txt"
+                write_requests(requests, save_callbacks(sessions, secret, links))
+                order = ("disk", "docdesk") if number % 2 else ("docdesk", "disk")
+                for side in order:
+                    if side == "disk":
+                        disks.append(
+                            fsync_loop(
+                                folder / "data" / "baseline", sample, args.seconds
+                            )
+                        )
+                        print(
+                            f"run {number} write + fsync: "
+                            f"{disks[-1].per_second:,.0f} files/s",
+                            flush=True,
+                        )
+                        continue
+                    before = saved_count(docdesk)
+                    saves.append(
+                        run_wrk(
+                            docdesk,
+                            requests,
+                            EXPECT,
+                            seconds=args.seconds,
+                            connections=args.connections,
+                        )
+                    )
+                    _check_saved(before, saved_count(docdesk), saves[-1])
+                    print(f"run {number} {describe_load('docdesk', saves[-1])}")
+        finally:
+            processes.stop_all()
+
+    return report(args, disks, saves)
+
+
+def _check_saved(before: dict[str, float], after: dict[str, float], load: Load) -> None:
+    """Every answer made a version: none unchanged, replayed or failed."""
+    grown = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    others = {k: v for k, v in grown.items() if v and k != "saved"}
+    if load.bad or load.replays or others or grown.get("saved", 0) < load.requests:
+        raise BenchmarkError(
+            f"not every callback saved: {grown}, bad answers {load.bad}, "
+            f"replays {load.replays}, wrk counted {load.requests}"
+        )
+
+
+def report(args: argparse.Namespace, disks: list[DiskRun], saves: list[Load]) -> bool:
+    disk = median([run.per_second for run in disks])
+    docdesk = median([load.per_second for load in saves])
+    ratio = docdesk / disk
+    met = ratio >= RATIO_TARGET
+
+    def rate(values: list[float]) -> tuple[str, str, str]:
+        return f"{median(values):,.0f}", f"{min(values):,.0f}", f"{max(values):,.0f}"
+
+    print(
+        f"\n{len(saves)} runs of {args.seconds:g} s each side, {args.size} byte docx "
+        f"files, {args.connections} connections, status 6 and 2 in turn"
+    )
+    print_table(
+        [
+            ("per second", "median", "min", "max", "target", ""),
+            ("write + fsync a new file", *rate([r.per_second for r in disks]), "", ""),
+            ("docdesk saves", *rate([x.per_second for x in saves]), "", ""),
+            (
+                "docdesk / disk",
+                f"{ratio:.2f}",
+                "",
+                "",
+                f">= {RATIO_TARGET}",
+                "PASS" if met else "MISS",
+            ),
+        ]
+    )
+    print(
+        f"docdesk latency (median of runs): p50 "
+        f"{median([x.p50_ms for x in saves]):.1f} ms, p99 "
+        f"{median([x.p99_ms for x in saves]):.1f} ms; server CPU "
+        f"{median([x.server_cpu for x in saves]):.0%}"
+    )
+    print_result(
+        "small_saves",
+        docdesk_per_s=round(docdesk, 1),
+        baseline_per_s=round(disk, 1),
+        ratio=round(ratio, 3),
+        size=args.size,
+        target_met=met,
+    )
+    return met
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="per run side")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--size", type=int, default=48 * 1024, help="bytes a file")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()), help="data dir"
+    )
+    args = parser.parse_args(argv)
+    if args.runs < 1 or args.seconds <= 0 or not 40_000 <= args.size <= 1 << 20:
+        parser.error("--runs and --seconds must be positive, --size 40 kB to 1 MiB")
+
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        return 0 if benchmark(args) else 1
+    except BenchmarkError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; processes stopped, temporary files removed")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""docdesk under many editors at once, driven through the simulator."""
