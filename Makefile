@@ -39,8 +39,14 @@ format: install
 	$(BIN)/ruff format src tests benchmarks scripts
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 
+# Each prints its figures beside a baseline from the same run; the
+# throughput ones need wrk (Debian's package).
 bench: install
-	$(BIN)/python benchmarks/save_large_file.py
+	-$(BIN)/python benchmarks/save_large_file.py
+	-$(BIN)/python benchmarks/callbacks.py
+	-$(BIN)/python benchmarks/small_saves.py
+	-$(BIN)/python benchmarks/editor_configs.py
+	-$(BIN)/python benchmarks/scale_out.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,13 +6,14 @@ and syncs it, records the version in one catalog transaction, and only then
 answers ``{"error":0}``. For small files the disk's sync rate, not Python,
 should bound that (DESIGN.md, "Targets").
 
-The edited files are real docx files of ``--size`` bytes (48 KiB by
-default; a blank docx is 36 KiB), each different, served by
-``static_server.py`` standing in for the Document Server's cache. Callbacks
-are status 6 and 2 in turn on 20 documents, each signed as the DS signs it,
-replayed by wrk. In the same run, the baseline writes the same bytes to new
-files in the data dir's folder and fsyncs each, one after the other: what
-the disk gives a writer that does nothing else. Target: docdesk at 50% or more of it.
+The edited files are real docx files of ``--size`` bytes (100 KiB by
+default, the size DESIGN.md's target names; a blank docx is 36 KiB), each
+different, served by ``static_server.py`` standing in for the Document
+Server's cache. Callbacks are status 6 and 2 in turn on 20 documents, each
+signed as the DS signs it, replayed by wrk. In the same run, the baseline
+writes the same bytes to new files in the data dir's folder and fsyncs each,
+one after the other: what the disk gives a writer that does nothing else.
+Target: docdesk at 50% or more of it.
 
     python benchmarks/small_saves.py [--seconds 10] [--runs 3] [--connections 8]
 
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="per run side")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--size", type=int, default=48 * 1024, help="bytes a file")
+    parser.add_argument("--size", type=int, default=100 * 1024, help="bytes a file")
     parser.add_argument(
         "--workdir", type=Path, default=Path(tempfile.gettempdir()), help="data dir"
     )

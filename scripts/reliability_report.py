@@ -225,6 +225,12 @@ def judge(checks: list[Check], results: list[dict[str, Any]]) -> list[Target]:
             "ratio",
             at_least=0.5,
         ),
+        bound(
+            "no-save callbacks per second (3x the official example's 2,100)",
+            named.get("callbacks"),
+            "docdesk_per_s",
+            at_least=6300,
+        ),
         ratio(
             "small saves against a write-and-fsync loop",
             named.get("small_saves"),
@@ -271,14 +277,25 @@ def ratio(
 
 
 def bound(
-    name: str, result: dict[str, Any] | None, key: str, *, below: float
+    name: str,
+    result: dict[str, Any] | None,
+    key: str,
+    *,
+    below: float | None = None,
+    at_least: float | None = None,
 ) -> Target:
+    wanted = f"< {below:g}" if below is not None else f">= {at_least:g}"
     if result is None or key not in result:
-        return Target(name, f"< {below:g}", "not measured", None)
+        return Target(name, wanted, "not measured", None)
     value = float(result[key])
-    met = value < below
-    shortfall = "" if met else f"{value - below:.1f} over"
-    return Target(name, f"< {below:g}", f"{value:g}", met, shortfall)
+    if below is not None:
+        met, shortfall = value < below, f"{value - below:,.1f} over"
+    else:
+        met, shortfall = (
+            value >= (at_least or 0),
+            f"{(at_least or 0) - value:,.1f} under",
+        )
+    return Target(name, wanted, f"{value:,g}", met, "" if met else shortfall)
 
 
 # Rendering.
