@@ -409,7 +409,8 @@ async def _json_object(request: Request) -> dict[str, Any]:
     body = await _read_body(request, 65_536)
     try:
         value = json.loads(body)
-    except ValueError:
+    # 64 KiB of "[" nests deeper than the parser's recursion limit.
+    except (ValueError, RecursionError):
         raise InvalidRequest("the body is not JSON") from None
     if not isinstance(value, dict):
         raise InvalidRequest("the body is not a JSON object")

@@ -1,0 +1,1 @@
+"""Property-based hostile input against the real service."""
