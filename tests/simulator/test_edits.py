@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from docdesk.errors import FormatMismatch, UnsupportedFormat
 from docdesk.formats import blank_document, check_bytes, format_for
 from docdesk.simulator.edits import (
+    INPUT_LIMITS,
     Change,
     apply_changes,
     changes_archive,
@@ -547,6 +548,25 @@ class TestCorruptBases:
             apply_changes(file_type, broken, [change("ann", "x")])
         with pytest.raises(FormatMismatch, match=f"not a readable .{file_type}"):
             read_text(file_type, broken)
+
+    @pytest.mark.parametrize(
+        ("file_type", "part"),
+        [
+            ("docx", "word/document.xml"),
+            ("xlsx", "xl/workbook.xml"),
+            ("pptx", "ppt/presentation.xml"),
+        ],
+    )
+    def test_a_package_inflating_past_the_input_limit_is_never_parsed(
+        self, file_type: str, part: str, blanks: dict[str, bytes]
+    ) -> None:
+        # Blank spaces compress about a thousandfold: a bomb of a few hundred KiB.
+        bomb = replaced(blanks[file_type], part, b" " * (INPUT_LIMITS[file_type] + 1))
+
+        with pytest.raises(FormatMismatch, match="input limit"):
+            apply_changes(file_type, bomb, [change("ann", "x")])
+        with pytest.raises(FormatMismatch, match="input limit"):
+            read_text(file_type, bomb)
 
     @pytest.mark.parametrize(
         ("file_type", "other"), [("docx", "xlsx"), ("pptx", "docx")]

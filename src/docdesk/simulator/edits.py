@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import fnmatch
 import io
 import itertools
 import json
@@ -202,6 +203,10 @@ def _json(value: object) -> bytes:
 # --- Bytes in, bytes out ---------------------------------------------------
 
 _HEAD = 4096
+_MB = 1024 * 1024
+# The DS's defaults for FileConverter.converter.inputLimits: the uncompressed
+# size of a package's *.xml entries, by the format that opens it.
+INPUT_LIMITS: Final = {"docx": 50 * _MB, "xlsx": 300 * _MB, "pptx": 50 * _MB}
 _TAIL = 65_557
 # A fixed time makes the same entries the same zip on every call.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -227,6 +232,7 @@ def _opened(extension: str, load: Callable[[IO[bytes]], _T], data: bytes) -> _T:
     XML, and each library fails in its own way (KeyError, XMLSyntaxError,
     BadZipFile, ValueError...), so any failure here means a bad file.
     """
+    _within_input_limits(extension, data)
     try:
         return load(io.BytesIO(data))
     except Exception as error:
@@ -234,6 +240,32 @@ def _opened(extension: str, load: Callable[[IO[bytes]], _T], data: bytes) -> _T:
         raise FormatMismatch(
             f"not a readable .{extension} file: {type(error).__name__}: {reason}"
         ) from error
+
+
+def _within_input_limits(extension: str, data: bytes) -> None:
+    """Refuse a package whose XML parts inflate past the DS's input limits.
+
+    The DS's converter sums the uncompressed sizes of the ``*.xml`` entries
+    before it opens a package (``FileConverter.converter.inputLimits``), so
+    a zip bomb never reaches its parser; neither does it reach ours.
+    """
+    limit = INPUT_LIMITS.get(extension)
+    if limit is None:
+        return
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as package:
+            inflated = sum(
+                info.file_size
+                for info in package.infolist()
+                if fnmatch.fnmatchcase(info.filename, "*.xml")
+            )
+    except (zipfile.BadZipFile, ValueError) as error:
+        raise FormatMismatch(f"not a readable .{extension} file: {error}") from error
+    if inflated > limit:
+        raise FormatMismatch(
+            f"the .{extension} file's XML inflates to {inflated:,} bytes, over the"
+            f" Document Server's input limit of {limit:,}"
+        )
 
 
 def _saved(save: Callable[[IO[bytes]], None]) -> bytes:
