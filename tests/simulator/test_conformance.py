@@ -2461,6 +2461,8 @@ class TestFaults:
 
         bench.command("forcesave", key=key)
         failed = bench.integrator.wait_for(7, key=key)
+        # Until the DS has read that answer, a force save is still under way.
+        bench.wait_logged(7, key)
         bench.command("forcesave", key=key)
         forced = bench.integrator.wait_for(6, key=key)
 
