@@ -12,15 +12,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, delete, event, func, insert, select, update
+from sqlalchemy import (
+    Column,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Row, make_url
+from sqlalchemy.engine import Connection, Engine, Row, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -57,8 +68,9 @@ T = TypeVar("T")
 SQLITE_POOL_SIZE = 32
 # The execution option that marks a transaction that writes.
 WRITES = "docdesk_writes"
-# One small write in a transaction it may share: see Catalog._write.
-Write = Callable[[AsyncConnection], Awaitable[T]]
+# One small write in a transaction it may share: see Catalog._write. It is
+# synchronous so that a whole batch runs in one hop to the database's thread.
+Write = Callable[[Connection], T]
 
 
 def _now() -> datetime:
@@ -68,8 +80,24 @@ def _now() -> datetime:
 class Catalog:
     """Metadata for docdesk, on any SQLAlchemy async URL."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, sync_engine: Engine | None = None
+    ) -> None:
         self.engine = engine
+        # On a SQLite file, the hot small reads and the batches of small
+        # writes run on a synchronous engine in a thread: one hop there and
+        # back each, where the async driver takes three or four a statement.
+        self._sync_engine = sync_engine
+        self._batch_engine = (
+            None
+            if sync_engine is None
+            else sync_engine.execution_options(**{WRITES: True})
+        )
+        self._batch_thread = (
+            None
+            if sync_engine is None
+            else ThreadPoolExecutor(1, thread_name_prefix="docdesk-catalog-writes")
+        )
         self._writes = engine.execution_options(**{WRITES: True})
         # SQLite lets one writer in at a time and makes the others poll with
         # sleeps of up to 100 ms (busy_timeout): under load, callbacks wait
@@ -88,12 +116,20 @@ class Catalog:
                 "DOCDESK_DATABASE_URL is not a usable database URL: "
                 f"{type(exc).__name__}"
             ) from None
-        if engine.dialect.name == "sqlite":
-            _tune_sqlite(engine)
-        return cls(engine)
+        if engine.dialect.name != "sqlite":
+            return cls(engine)
+        _tune_sqlite(engine.sync_engine)
+        sync_engine = _sync_engine(url)
+        if sync_engine is not None:
+            _tune_sqlite(sync_engine)
+        return cls(engine, sync_engine=sync_engine)
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self._batch_thread is not None:
+            self._batch_thread.shutdown()
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
 
     async def migrate(self) -> None:
         """Bring the schema up to date."""
@@ -245,8 +281,10 @@ class Catalog:
     # Keys
 
     async def key(self, key: str) -> KeyRecord | None:
-        async with self._connect() as conn:
-            row = (await conn.execute(select(keys).where(keys.c.key == key))).first()
+        def read(conn: Connection) -> Row[Any] | None:
+            return conn.execute(_KEY, {"b_key": key}).first()
+
+        row = await self._read(read)
         return None if row is None else _key_record(row)
 
     async def rotate_key(self, document_id: str, old_key: str, new_key: str) -> bool:
@@ -279,6 +317,7 @@ class Catalog:
         signed: int | None = None,
         delivery: str | None = None,
         keep: float = 0.0,
+        log: Callable[[bool], CallbackRecord] | None = None,
     ) -> bool:
         """Record who edits under ``key``, unless this callback is stale.
 
@@ -286,23 +325,27 @@ class Catalog:
         seconds) or a callback signed before the one that last set the
         editors (``signed`` is its ``iat``): the DS does not wait for status
         1 before going on, so it may arrive late. Returns whether the
-        editors were set. One transaction, whose sync to disk it may share
-        with other small writes (:meth:`_write`).
+        editors were set. ``log`` gives, from that, the callback log line to
+        write in the same transaction. One transaction, whose sync to disk it
+        may share with other small writes (:meth:`_write`).
         """
         now = _now()
 
-        async def write(conn: AsyncConnection) -> bool:
-            if delivery is not None and not await _first_delivery(
+        def write(conn: Connection) -> bool:
+            done = set_editors(conn)
+            if log is not None:
+                conn.execute(_LOG_CALLBACK, _log_values(log(done)))
+            return done
+
+        def set_editors(conn: Connection) -> bool:
+            if delivery is not None and not _first_delivery(
                 conn, delivery, document_id, status, now + timedelta(seconds=keep)
             ):
                 return False
-            query = update(keys).where(keys.c.key == key)
-            if signed is not None:
-                query = query.where(
-                    keys.c.editors_signed.is_(None) | (keys.c.editors_signed <= signed)
-                )
-            result = await conn.execute(
-                query.values(editors=list(editors), editors_signed=signed)
+            query = _SET_EDITORS if signed is not None else _SET_EDITORS_UNSIGNED
+            result = conn.execute(
+                query,
+                {"b_key": key, "b_editors": list(editors), "b_signed": signed},
             )
             return bool(result.rowcount)
 
@@ -325,21 +368,18 @@ class Catalog:
         """Remember a callback for ``keep`` seconds; False if it already was."""
         expires = _now() + timedelta(seconds=keep)
 
-        async def write(conn: AsyncConnection) -> bool:
-            return await _first_delivery(
-                conn, fingerprint, document_id, status, expires
-            )
+        def write(conn: Connection) -> bool:
+            return _first_delivery(conn, fingerprint, document_id, status, expires)
 
         return await self._write(write)
 
     # The callback log
 
     async def log_callback(self, record: CallbackRecord) -> None:
-        values = asdict(record)
-        values.pop("id")
+        values = _log_values(record)
 
-        async def write(conn: AsyncConnection) -> None:
-            await conn.execute(insert(callbacks).values(**values))
+        def write(conn: Connection) -> None:
+            conn.execute(_LOG_CALLBACK, values)
 
         await self._write(write)
 
@@ -494,7 +534,7 @@ class Catalog:
         """
         if self._writer is None:
             async with self._begin() as conn:
-                return await write(conn)
+                return await conn.run_sync(write)
 
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queued.append((write, future))
@@ -507,8 +547,7 @@ class Catalog:
             while self._queued:
                 batch, self._queued = self._queued, []
                 try:
-                    async with self._begin() as conn:
-                        results = [await write(conn) for write, _ in batch]
+                    results = await self._commit_batch([write for write, _ in batch])
                 except Exception:
                     logger.debug(
                         "batched writes failed, one at a time now n=%d", len(batch)
@@ -526,14 +565,52 @@ class Catalog:
     ) -> None:
         for write, future in batch:
             try:
-                async with self._begin() as conn:
-                    result = await write(conn)
+                (result,) = await self._commit_batch([write])
             except Exception as exc:
                 if not future.done():
                     future.set_exception(exc)
             else:
                 if not future.done():
                     future.set_result(result)
+
+    async def _commit_batch(self, writes: list[Write[Any]]) -> list[Any]:
+        """Run ``writes`` in one transaction; on the batch engine if any."""
+
+        def run(conn: Connection) -> list[Any]:
+            return [write(conn) for write in writes]
+
+        if self._batch_engine is None or self._batch_thread is None:
+            async with self._begin() as conn:
+                return await conn.run_sync(run)
+
+        engine = self._batch_engine
+
+        def commit() -> list[Any]:
+            with engine.begin() as conn:
+                return run(conn)
+
+        loop = asyncio.get_running_loop()
+        async with self._writer or contextlib.nullcontext():
+            try:
+                return await loop.run_in_executor(self._batch_thread, commit)
+            except SQLAlchemyError as exc:
+                raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
+
+    async def _read(self, read: Callable[[Connection], T]) -> T:
+        """Run ``read`` in a transaction of its own; in a thread on SQLite."""
+        engine = self._sync_engine
+        if engine is None:
+            async with self._connect() as conn:
+                return await conn.run_sync(read)
+
+        def run() -> T:
+            with engine.connect() as conn:
+                return read(conn)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, run)
+        except SQLAlchemyError as exc:
+            raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
@@ -561,14 +638,30 @@ def _pool_options(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
-def _tune_sqlite(engine: AsyncEngine) -> None:
+def _sync_engine(url: str) -> Engine | None:
+    """A synchronous engine on the same SQLite file; None for one in memory."""
+    parsed = make_url(url)
+    if (
+        parsed.database in (None, "", ":memory:")
+        or parsed.query.get("mode") == "memory"
+    ):
+        return None
+    # The batches take one connection, the reads one per executor thread.
+    return create_engine(
+        parsed.set(drivername="sqlite+pysqlite"),
+        pool_size=SQLITE_POOL_SIZE // 4,
+        max_overflow=SQLITE_POOL_SIZE,
+    )
+
+
+def _tune_sqlite(engine: Engine) -> None:
     """Durable commits, and one writer at a time from the first statement.
 
     pysqlite would open transactions lazily and let two writers read the
     same "last version number"; BEGIN IMMEDIATE takes the write lock at once.
     """
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -578,7 +671,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         # A read needs no lock in WAL mode; taking the write lock for it, too,
         # made every read wait behind every commit.
@@ -664,30 +757,58 @@ async def _retire_key(conn: AsyncConnection, key: str, now: datetime) -> None:
     )
 
 
-async def _first_delivery(
-    conn: AsyncConnection,
+def _first_delivery(
+    conn: Connection,
     fingerprint: str,
     document_id: str,
     status: int,
     expires: datetime,
 ) -> bool:
     """Record a delivery; False when it was recorded before. Forgets old ones."""
-    await conn.execute(delete(deliveries).where(deliveries.c.expires < _now()))
+    conn.execute(_FORGET_DELIVERIES, {"now": _now()})
     values = {
         "fingerprint": fingerprint,
         "document_id": document_id,
         "status": status,
         "expires": expires,
     }
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    statement = (
-        dialect.insert(deliveries)
-        .values(**values)
-        .on_conflict_do_nothing()
-        .returning(deliveries.c.fingerprint)
+    statement = _FIRST_DELIVERY[conn.dialect.name == "sqlite"]
+    return conn.execute(statement, values).first() is not None
+
+
+# Built once: building a statement per call cost more than running it.
+_KEY = select(keys).where(keys.c.key == bindparam("b_key"))
+_SET_EDITORS_UNSIGNED = (
+    update(keys)
+    .where(keys.c.key == bindparam("b_key"))
+    .values(
+        editors=bindparam("b_editors", type_=keys.c.editors.type),
+        editors_signed=bindparam("b_signed", type_=keys.c.editors_signed.type),
     )
-    inserted = await conn.execute(statement)
-    return inserted.first() is not None
+)
+_SET_EDITORS = _SET_EDITORS_UNSIGNED.where(
+    keys.c.editors_signed.is_(None) | (keys.c.editors_signed <= bindparam("b_signed"))
+)
+_LOG_CALLBACK = insert(callbacks)
+_FORGET_DELIVERIES = delete(deliveries).where(
+    deliveries.c.expires < bindparam("now", type_=deliveries.c.expires.type)
+)
+# Indexed by "is SQLite": each dialect spells ON CONFLICT with its own insert.
+_FIRST_DELIVERY = {
+    is_sqlite: dialect.insert(deliveries)
+    .on_conflict_do_nothing()
+    .returning(deliveries.c.fingerprint)
+    for is_sqlite, dialect in ((True, sqlite), (False, postgresql))
+}
+
+
+def _log_values(record: CallbackRecord) -> dict[str, Any]:
+    """A log line's columns; asdict's deep copy cost more than the insert."""
+    return {
+        field.name: getattr(record, field.name)
+        for field in fields(record)
+        if field.name != "id"
+    }
 
 
 def _aware(values: dict[str, Any]) -> dict[str, Any]:
