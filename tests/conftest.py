@@ -9,6 +9,7 @@ import httpx
 import pytest
 from starlette.types import ASGIApp
 
+from catalogs import empty_catalog
 from docdesk.catalog import Catalog
 from docdesk.catalog.tables import metadata
 from docdesk.settings import SIMULATOR_PATH, Settings
@@ -117,15 +118,7 @@ async def backend_pair(
     else:
         database_url = request.getfixturevalue("postgres_url")
         storage_url = request.getfixturevalue("s3_storage_url")
-    catalog = Catalog.from_url(database_url)
-    try:
-        await catalog.migrate()
-        # One PostgreSQL database serves the whole session.
-        async with catalog.engine.begin() as conn:
-            for table in reversed(metadata.sorted_tables):
-                await conn.execute(table.delete())
-    finally:
-        await catalog.close()
+    await empty_catalog(database_url)
     return database_url, storage_url
 
 

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 from sqlalchemy import Column, Integer, MetaData, String, Table, inspect, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from catalogs import empty_catalog
 from docdesk.catalog import Catalog, RecoveryRecord
 from docdesk.catalog.tables import metadata
 from docdesk.cli import main
@@ -191,14 +192,7 @@ async def postgres_target(postgres_url: str) -> AsyncIterator[str]:
     """
     await _drop_catalog(postgres_url)
     yield postgres_url
-    catalog = Catalog.from_url(postgres_url)
-    try:
-        await catalog.migrate()
-        async with catalog.engine.begin() as conn:
-            for table in reversed(metadata.sorted_tables):
-                await conn.execute(table.delete())
-    finally:
-        await catalog.close()
+    await empty_catalog(postgres_url)
 
 
 async def _drop_catalog(url: str) -> None:

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from docdesk.catalog import Catalog
-from docdesk.catalog.tables import metadata
+from catalogs import empty_catalog
 from docdesk.errors import ConfigurationError
 from docdesk.storage import open_store
 
@@ -22,17 +21,7 @@ from docdesk.storage import open_store
 def database_url(postgres_url: str) -> str:
     """The session's PostgreSQL database, migrated and empty."""
 
-    async def empty() -> None:
-        catalog = Catalog.from_url(postgres_url)
-        try:
-            await catalog.migrate()
-            async with catalog.engine.begin() as conn:
-                for table in reversed(metadata.sorted_tables):
-                    await conn.execute(table.delete())
-        finally:
-            await catalog.close()
-
-    asyncio.run(empty())
+    asyncio.run(empty_catalog(postgres_url))
     return postgres_url
 
 
