@@ -121,7 +121,10 @@ def fail_once(
 
 
 def writing_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("docdesk-")]
+    """The blob writers' own threads; a catalog's live on in other fixtures."""
+    return [
+        t.name for t in threading.enumerate() if t.name.startswith("docdesk-blob-write")
+    ]
 
 
 def is_direct(fd: int, *rest: object) -> bool:
