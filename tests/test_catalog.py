@@ -9,6 +9,7 @@ import pytest
 from docdesk.catalog import (
     CallbackRecord,
     Catalog,
+    EditorsSet,
     NewVersion,
     RecoveryRecord,
     VersionSource,
@@ -167,7 +168,7 @@ class TestCommits:
     ) -> None:
         await add(catalog)
 
-        async def broken(*args: object) -> None:
+        def broken(*args: object) -> None:
             raise RuntimeError("injected")
 
         monkeypatch.setattr(catalog_store, "_insert_key", broken)
@@ -233,7 +234,7 @@ class TestKeys:
             "k1", ["u1"], document_id="d1", status=1, signed=19
         )
 
-        assert not late
+        assert late is EditorsSet.STALE
         assert (await catalog.document("d1")).editors == ()
 
     async def test_the_same_status_1_delivered_twice_is_taken_once(
@@ -248,7 +249,7 @@ class TestKeys:
 
         again = await catalog.set_editors("k1", ["u1"], **first)  # type: ignore[arg-type]
 
-        assert not again
+        assert again is EditorsSet.STALE
         assert (await catalog.document("d1")).editors == ()
 
 

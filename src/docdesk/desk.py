@@ -8,14 +8,13 @@ the editor's history in ``versions``; DocDesk holds what they share.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
-import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 import anyio
@@ -46,7 +45,7 @@ from docdesk.errors import (
 from docdesk.formats import Format, blank_document, check_bytes, format_for
 from docdesk.links import Links
 from docdesk.metrics import Metrics
-from docdesk.saving import CallbackReply, SavePath
+from docdesk.saving import DELIVERY_MEMORY, CallbackReply, SavePath
 from docdesk.settings import Settings
 from docdesk.storage import BlobStore, open_store
 
@@ -102,9 +101,6 @@ class DocDesk:
         self.url_map = dict(url_map or {})
         self.callback_log_days = callback_log_days
         self._pruned_at: float | None = None
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
         self._save_path = SavePath(self)
 
     @classmethod
@@ -437,36 +433,76 @@ class DocDesk:
         ):
             await self.prune_callback_log()
 
+    @overload
+    async def commit(
+        self,
+        document_id: str,
+        version: NewVersion,
+        *,
+        ends_session: bool = ...,
+        delivery: None = ...,
+    ) -> VersionRecord: ...
+
+    @overload
+    async def commit(
+        self,
+        document_id: str,
+        version: NewVersion,
+        *,
+        ends_session: bool = ...,
+        delivery: str,
+    ) -> VersionRecord | None: ...
+
     async def commit(
         self,
         document_id: str,
         version: NewVersion,
         *,
         ends_session: bool = False,
-    ) -> VersionRecord:
+        delivery: str | None = None,
+    ) -> VersionRecord | None:
         """Commit a version whose blobs are stored, in one catalog transaction.
 
-        On failure the version's new blobs are removed, each on its own: one
-        that cannot be removed stays, the others still go.
+        A version from a callback names its ``delivery``: None comes back
+        when that callback was already saved, and nothing changes. The new
+        blobs of a version that did not become one are removed, each on its
+        own, once the catalog has said that no row names them; when that
+        cannot be known (the commit was cancelled on its way, or the catalog
+        does not answer) they stay, for the orphan sweep to judge later.
         """
         try:
-            return await self.catalog.commit_version(
+            committed = await self.catalog.commit_version(
                 document_id,
                 version,
                 new_key=new_document_key(),
                 ends_session=ends_session,
+                delivery=delivery,
+                keep=DELIVERY_MEMORY,
             )
-        except BaseException:
-            if version.source is not VersionSource.RESTORE:
-                with anyio.CancelScope(shield=True):
-                    for name in (
-                        version.blob,
-                        version.changes_blob,
-                        version.forms_blob,
-                    ):
-                        if name:
-                            await self._remove_blob(name)
+        except anyio.get_cancelled_exc_class():
             raise
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._remove_new_blobs(version)
+            raise
+        if committed is None:
+            await self._remove_new_blobs(version)
+        return committed
+
+    async def _remove_new_blobs(self, version: NewVersion) -> None:
+        """Remove the blobs a version brought, unless a row names them."""
+        if version.source is VersionSource.RESTORE:
+            return
+        for name in (version.blob, version.changes_blob, version.forms_blob):
+            if not name:
+                continue
+            try:
+                named = await self.catalog.names(name)
+            except DocdeskError as exc:
+                logger.warning("blob kept name=%s reason=%s", name, exc)
+                continue
+            if not named:
+                await self._remove_blob(name)
 
     async def _remove_blob(self, name: str) -> None:
         try:
@@ -502,12 +538,13 @@ class DocDesk:
                 author_name=author.name if author else None,
             )
 
-    def lock(self, document_id: str) -> asyncio.Lock:
-        """Serializes the changes to one document within this process."""
-        lock = self._locks.get(document_id)
-        if lock is None:
-            lock = self._locks[document_id] = asyncio.Lock()
-        return lock
+    def lock(self, document_id: str) -> AbstractAsyncContextManager[bool]:
+        """Serializes the changes to one document, across every process.
+
+        Held from a change's first read to its commit: two saves of one
+        document take turns, whichever instance each reached.
+        """
+        return self.catalog.locks.hold(f"document {document_id}")
 
     async def prune_callback_log(self) -> int:
         """Forget callback log records older than ``callback_log_days``.

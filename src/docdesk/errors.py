@@ -168,6 +168,14 @@ class StorageError(BackendError, OSError):
 class CatalogError(BackendError):
     code = "catalog_unavailable"
 
+    @classmethod
+    def of(cls, exc: Exception) -> CatalogError:
+        """The failure of a database driver, named by its kind alone.
+
+        Its message may quote SQL with the values in it: never shown.
+        """
+        return cls(f"the catalog failed: {type(exc).__name__}")
+
 
 class TransferError(DocdeskError):
     """The transfer cannot go on; the message says why and what to do."""

@@ -168,7 +168,7 @@ async def _count(catalog: Catalog, query: Select[Any]) -> int:
         async with catalog.engine.connect() as conn:
             value = await conn.scalar(query)
     except SQLAlchemyError as exc:
-        raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
+        raise CatalogError.of(exc) from exc
     return int(value or 0)
 
 

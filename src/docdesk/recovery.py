@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from enum import StrEnum
@@ -27,9 +26,6 @@ from functools import partial
 from typing import Any
 
 import anyio
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from docdesk.catalog import (
     DocumentRecord,
@@ -38,11 +34,11 @@ from docdesk.catalog import (
     VersionRecord,
     VersionSource,
 )
+from docdesk.catalog.locks import advisory_key
 from docdesk.commands import CommandError, CommandService
 from docdesk.desk import DocDesk
 from docdesk.editor import User
 from docdesk.errors import (
-    CatalogError,
     ConfigurationError,
     DocdeskError,
     DocumentServerError,
@@ -72,16 +68,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 FORGOTTEN_NOTE = "recovered from the Document Server's forgotten files"
-# The PostgreSQL advisory lock the periodic job holds while it runs a round
-# (the first 8 bytes of sha256("docdesk recovery")); pg_locks shows it.
-RECOVERY_LOCK = 5083649716391254604
+# The lock the periodic job holds while it runs a round; on PostgreSQL,
+# pg_locks shows it as this advisory lock.
+RECOVERY_LOCK = advisory_key("recovery")
 # Seconds between two orphan sweeps by one DocDesk's job: a sweep lists the
 # whole store, and orphans are rare (a crash mid-save makes one).
 ORPHAN_SWEEP_INTERVAL = 3600.0
 
-# Databases this process runs a round on now; SQLite has one host.
-_running: set[str] = set()
-_running_guard = threading.Lock()
 # When each open DocDesk's job last swept orphans (time.monotonic()).
 _orphans_swept: weakref.WeakKeyDictionary[DocDesk, float] = weakref.WeakKeyDictionary()
 
@@ -368,10 +361,10 @@ async def run_recovery_job(desk: DocDesk, *, every: float, stop: anyio.Event) ->
 
     Each round first sweeps the store's staging area; the first round, and
     then one every ORPHAN_SWEEP_INTERVAL, also sweeps orphaned blobs. One
-    instance at a time recovers and sweeps orphans: on PostgreSQL the one
-    holding the advisory lock RECOVERY_LOCK, on SQLite (one host) the one in
-    this process that got there first; the others skip that round. A round
-    that fails is logged and the next one comes as usual.
+    instance at a time recovers and sweeps orphans, the one holding the
+    catalog's lock ``recovery`` (RECOVERY_LOCK on PostgreSQL); the others
+    skip that round. A round that fails is logged and the next one comes as
+    usual.
     """
     if every <= 0:
         raise ValueError("the recovery job needs a positive interval")
@@ -412,7 +405,7 @@ async def recover_exclusively(desk: DocDesk) -> list[Recovered] | None:
     The periodic job and ``docdesk recover`` both come through here, so two
     of them never store one forgotten file twice.
     """
-    async with _only_instance(desk.catalog.engine) as held:
+    async with desk.catalog.locks.hold("recovery", wait=False) as held:
         if not held:
             return None
         return await recover_forgotten(desk)
@@ -427,7 +420,7 @@ async def sweep_orphans_exclusively(
     The periodic job and ``docdesk sweep`` both come through here, so one
     instance at a time lists the store against the catalog.
     """
-    async with _only_instance(desk.catalog.engine) as held:
+    async with desk.catalog.locks.hold("recovery", wait=False) as held:
         if not held:
             return None
         return await sweep_orphans(desk.catalog, desk.store, older_than=older_than)
@@ -496,68 +489,3 @@ async def _sweep(desk: DocDesk) -> None:
         await sweep_staging(desk.store)
     except DocdeskError as exc:
         logger.warning("staging sweep failed reason=%s", exc.message)
-
-
-@asynccontextmanager
-async def _only_instance(engine: AsyncEngine) -> AsyncIterator[bool]:
-    """Whether this instance may run a round now; held while the block runs."""
-    if engine.dialect.name != "postgresql":
-        with _in_process(engine.url.render_as_string()) as held:
-            yield held
-        return
-
-    # A session lock on a connection of its own, in autocommit so that no
-    # transaction stays open while files download.
-    try:
-        conn = await engine.connect()
-    except SQLAlchemyError as exc:
-        raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
-    held = False
-    try:
-        held = await _try_lock(conn)
-        yield held
-    finally:
-        with anyio.CancelScope(shield=True):
-            await _release(conn, held)
-
-
-async def _try_lock(conn: AsyncConnection) -> bool:
-    try:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
-        held = await conn.scalar(
-            text("SELECT pg_try_advisory_lock(:lock)"), {"lock": RECOVERY_LOCK}
-        )
-    except SQLAlchemyError as exc:
-        raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
-    return bool(held)
-
-
-async def _release(conn: AsyncConnection, held: bool) -> None:
-    """Unlock, and hand the connection back to the pool.
-
-    A connection whose unlock failed is thrown away instead: closing its
-    session is what frees the lock, where a pooled one would keep it held.
-    """
-    try:
-        if held:
-            await conn.execute(
-                text("SELECT pg_advisory_unlock(:lock)"), {"lock": RECOVERY_LOCK}
-            )
-    except SQLAlchemyError:
-        logger.warning("recovery lock not released; connection dropped")
-        await conn.invalidate()
-    finally:
-        await conn.close()
-
-
-@contextmanager
-def _in_process(database: str) -> Iterator[bool]:
-    with _running_guard:
-        held = database not in _running
-        _running.add(database)
-    try:
-        yield held
-    finally:
-        if held:
-            with _running_guard:
-                _running.discard(database)

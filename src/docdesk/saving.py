@@ -28,6 +28,7 @@ from docdesk.capture import settle_capture
 from docdesk.catalog import (
     CallbackRecord,
     DocumentRecord,
+    EditorsSet,
     KeyRecord,
     NewVersion,
     RecoveryRecord,
@@ -56,6 +57,9 @@ logger = logging.getLogger(__name__)
 
 # The callbacks that save nothing: they only say who edits.
 NO_SAVE = (CallbackStatus.EDITING, CallbackStatus.CLOSED)
+# A callback under a key docdesk did not give its document.
+UNKNOWN_KEY = Forbidden("the callback's key was never issued here")
+FOREIGN_KEY = Forbidden("the callback's key belongs to another document")
 # The DS signs callbacks for 5 minutes and we allow 60 s of skew: a token
 # older than that cannot come back, so it need not be remembered longer.
 DELIVERY_MEMORY = 300 + 2 * tokens.LEEWAY
@@ -73,6 +77,9 @@ class CallbackReply:
 
     def body(self) -> dict[str, int]:
         return {"error": self.error}
+
+
+REPLAYED = CallbackReply(200, 0, "replayed")
 
 
 class SavePath:
@@ -105,12 +112,12 @@ class SavePath:
                 body, headers, secret=self.desk.jwt_secret, header=self.desk.jwt_header
             )
             payload = signed.payload
-            issued = await self._issued_key(document_id, payload.key)
-            async with self.desk.lock(document_id):
-                if payload.status in NO_SAVE:
-                    reply = await self._set_editors(issued, signed, started, source)
-                    logged = True
-                else:
+            if payload.status in NO_SAVE:
+                reply = await self._set_editors(document_id, signed, started, source)
+                logged = True
+            else:
+                issued = await self._issued_key(document_id, payload.key)
+                async with self.desk.lock(document_id):
                     reply = await self._act(issued, signed)
         except DocdeskError as exc:
             reply = _failure(exc)
@@ -122,7 +129,11 @@ class SavePath:
         else:
             detail = None
 
-        await settle_capture(self.desk, payload, reply)
+        try:
+            await settle_capture(self.desk, payload, reply)
+        except DocdeskError as exc:
+            # The capture also watches for its version: it still sees it.
+            logger.warning("capture not settled reason=%s", exc)
         await self._log_callback(
             document_id, payload, reply, detail, started, source, logged=logged
         )
@@ -131,46 +142,53 @@ class SavePath:
     async def _issued_key(self, document_id: str, key: str) -> KeyRecord:
         issued = await self.desk.catalog.key(key)
         if issued is None:
-            raise Forbidden("the callback's key was never issued here")
+            raise UNKNOWN_KEY
         if issued.document_id != document_id:
-            raise Forbidden("the callback's key belongs to another document")
+            raise FOREIGN_KEY
         return issued
 
     async def _set_editors(
         self,
-        issued: KeyRecord,
+        document_id: str,
         signed: SignedCallback,
         started: float,
         source: str | None,
     ) -> CallbackReply:
         """Status 1 or 4: record who edits, with the log line, in one commit.
 
-        One commit, not two, is what the busiest callback costs; the line's
-        ``duration_ms`` then stops short of the commit itself.
+        The busiest callback costs one transaction, which also binds its key
+        to the document; the line's ``duration_ms`` stops short of the commit.
         """
         payload = signed.payload
         editors = payload.users if payload.status is CallbackStatus.EDITING else ()
+        refusals = {
+            EditorsSet.UNKNOWN_KEY: UNKNOWN_KEY,
+            EditorsSet.FOREIGN_KEY: FOREIGN_KEY,
+        }
         replies = {
-            True: CallbackReply(200, 0, "editing" if editors else "closed"),
-            False: CallbackReply(200, 0, "stale"),
+            EditorsSet.SET: CallbackReply(200, 0, "editing" if editors else "closed"),
+            EditorsSet.STALE: CallbackReply(200, 0, "stale"),
+            **{outcome: _failure(exc) for outcome, exc in refusals.items()},
         }
 
-        def log(done: bool) -> CallbackRecord:
+        def log(outcome: EditorsSet) -> CallbackRecord:
+            refused = refusals.get(outcome)
+            detail = refused.message if refused else None
             return _record(
-                issued.document_id, payload, replies[done], None, started, source
+                document_id, payload, replies[outcome], detail, started, source
             )
 
-        done = await self.desk.catalog.set_editors(
+        outcome = await self.desk.catalog.set_editors(
             payload.key,
             editors,
-            document_id=issued.document_id,
+            document_id=document_id,
             status=payload.status,
             signed=signed.signed,
             delivery=signed.delivery,
             keep=DELIVERY_MEMORY,
             log=log,
         )
-        return replies[done]
+        return replies[outcome]
 
     async def _act(self, issued: KeyRecord, signed: SignedCallback) -> CallbackReply:
         payload, delivery = signed.payload, signed.delivery
@@ -178,19 +196,25 @@ class SavePath:
         if status is CallbackStatus.MAIL_MERGE:
             return CallbackReply(200, 0, "ignored")
 
-        # The DS signs every attempt afresh, so a token seen twice is a replay.
+        # A delivery is the signed claims without their signing times: the
+        # same callback sent again, by a replay or by the DS retrying one
+        # whose answer it lost, is done once.
         if await self.desk.catalog.delivered(delivery):
-            return CallbackReply(200, 0, "replayed")
+            return REPLAYED
         if status.corrupted:
             reply = await self._recover(issued, payload)
         else:
-            reply = await self._save(issued, payload)
-        await self.desk.catalog.record_delivery(
-            delivery, issued.document_id, status, keep=DELIVERY_MEMORY
-        )
+            reply = await self._save(issued, payload, delivery)
+        # A new version recorded its delivery in its own transaction.
+        if reply.outcome != "saved":
+            await self.desk.catalog.record_delivery(
+                delivery, issued.document_id, status, keep=DELIVERY_MEMORY
+            )
         return reply
 
-    async def _save(self, issued: KeyRecord, payload: CallbackPayload) -> CallbackReply:
+    async def _save(
+        self, issued: KeyRecord, payload: CallbackPayload, delivery: str
+    ) -> CallbackReply:
         document = await self.desk.catalog.document(issued.document_id)
         ends_session = payload.status is CallbackStatus.MUST_SAVE
         if payload.url is None:
@@ -239,7 +263,11 @@ class SavePath:
             forms_blob=forms_blob,
             note="; ".join(notes) or None,
         )
-        saved = await self.desk.commit(document.id, version, ends_session=ends_session)
+        saved = await self.desk.commit(
+            document.id, version, ends_session=ends_session, delivery=delivery
+        )
+        if saved is None:
+            return REPLAYED
         return CallbackReply(200, 0, "saved", saved.number, saved_bytes=saved.size)
 
     async def _already_kept(

@@ -19,6 +19,7 @@ import pytest
 
 import docdesk.storage.local
 from docdesk.errors import CatalogError, StorageError
+from docdesk.orphans import sweep_orphans
 
 from .harness import Service, sha256
 from .office import make_docx
@@ -188,23 +189,59 @@ def test_a_failed_removal_leaves_behind_only_the_blob_it_could_not_remove(
     assert [name.rpartition(".")[2] for name in leftovers] == ["docx"]
 
 
-def test_a_fault_after_the_commit_is_cured_by_the_retry_with_one_version(
+def test_a_commit_whose_outcome_cannot_be_told_keeps_its_blob_for_the_sweep(
     sim: Simulated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document_id = sim.service.upload("Unknown.docx", make_docx("v1"))["id"]
+    ann = sim.open(document_id)
+    sim.control.edit(ann.id, "saved while the catalog stopped answering")
+    blobs = sim.service.blob_files()
+    sim.watch(document_id)
+    catalog = sim.service.desk.catalog
+    _catalog_commit(monkeypatch, sim.service)
+    monkeypatch.setattr(catalog, "names", _once_async(_catalog_fails, catalog.names))
+
+    sim.control.close(ann.id)
+    sim.delivered(2, ann.key)
+
+    failed, retried = sim.wire.answers(2)
+    assert (failed.http_status, retried.json) == (503, OK)
+    seen = failed.seen
+    assert isinstance(seen, Snapshot), seen
+    kept = sorted(set(seen.blobs) - set(blobs))
+    assert [name.rpartition(".")[2] for name in kept] == ["docx"]
+    assert [v["version"] for v in sim.service.versions(document_id)] == [1, 2]
+
+    store = sim.service.desk.store
+    swept = sim.service.call(sweep_orphans(catalog, store, older_than=0))
+
+    saved = sim.service.call(catalog.version(document_id, 2))
+    assert swept >= 1
+    assert set(sim.service.blob_files()) - set(blobs) == {
+        saved.blob,
+        saved.changes_blob,
+    }
+
+
+def test_an_answer_lost_after_the_commit_is_retried_into_the_same_version(
+    sim: Simulated,
 ) -> None:
     document_id = sim.service.upload("After commit.docx", make_docx("v1"))["id"]
     ann = sim.open(document_id)
-    sim.control.edit(ann.id, "durable before the fault")
-    catalog = sim.service.desk.catalog
-    recorded = _once_async(_catalog_fails, catalog.record_delivery)
-    monkeypatch.setattr(catalog, "record_delivery", recorded)
+    sim.control.edit(ann.id, "durable before the answer was lost")
+    sim.simulator.faults.callback.append("lose")
 
     sim.control.close(ann.id)
     saved = sim.delivered(2, ann.key)["body"]
 
     tries = [(a["attempt"], a["http_status"]) for a in sim.attempts(2, ann.key)]
-    assert tries == [(1, 503), (2, 200)]
+    assert tries == [(1, None), (2, 200)]
     assert [v["version"] for v in sim.service.versions(document_id)] == [1, 2]
     assert sim.service.content(document_id) == sim.fetch(saved["url"])
+    # Each attempt comes with new links and tokens: the retry is known by
+    # its bytes, the version it would make being the current one.
+    finals = [c for c in sim.service.callbacks(document_id) if c["status"] == 2]
+    assert [c["outcome"] for c in finals] == ["saved", "unchanged"]
 
 
 def test_a_force_save_under_a_fault_keeps_the_previous_version(

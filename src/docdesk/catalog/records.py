@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "CallbackRecord",
     "CaptureRecord",
     "DocumentRecord",
+    "EditorsSet",
     "KeyRecord",
     "NewVersion",
     "RecoveryRecord",
@@ -82,6 +83,18 @@ class VersionRecord(NewVersion):
     document_id: str
     number: int
     created: datetime
+
+
+class EditorsSet(Enum):
+    """What became of a list of editors sent under a key (status 1 or 4)."""
+
+    SET = "set"
+    STALE = "stale"
+    """A replay, or signed before the list already recorded."""
+    UNKNOWN_KEY = "unknown key"
+    """No document was ever given the key."""
+    FOREIGN_KEY = "foreign key"
+    """The key is another document's."""
 
 
 @dataclass(frozen=True, kw_only=True)

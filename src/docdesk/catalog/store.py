@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import asdict, fields
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -33,13 +33,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, Row, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from docdesk.catalog import migrations
+from docdesk.catalog.locks import Locks
 from docdesk.catalog.records import (
     CallbackRecord,
     CaptureRecord,
     DocumentRecord,
+    EditorsSet,
     KeyRecord,
     NewVersion,
     RecoveryRecord,
@@ -64,13 +66,14 @@ __all__ = ["Catalog"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# Connections kept open to an SQLite file (and as many more at a peak).
+# Connections kept open to a SQLite file, a quarter of them, and as many
+# more at a peak: one per executor thread that reads.
 SQLITE_POOL_SIZE = 32
 # The execution option that marks a transaction that writes.
 WRITES = "docdesk_writes"
-# One small write in a transaction it may share: see Catalog._write. It is
-# synchronous so that a whole batch runs in one hop to the database's thread.
-Write = Callable[[Connection], T]
+# One read or write of the catalog, as a function of a connection: see
+# Catalog._read and Catalog._write.
+Operation = Callable[[Connection], T]
 
 
 def _now() -> datetime:
@@ -78,33 +81,43 @@ def _now() -> datetime:
 
 
 class Catalog:
-    """Metadata for docdesk, on any SQLAlchemy async URL."""
+    """Metadata for docdesk, on any SQLAlchemy async URL.
+
+    Each operation is one synchronous function of a connection, run in one
+    hop: on a SQLite file, in a thread on a synchronous engine (the async
+    driver takes three or four hops a statement); on any other database,
+    through the async engine's ``run_sync``.
+    """
 
     def __init__(
-        self, engine: AsyncEngine, *, sync_engine: Engine | None = None
+        self,
+        engine: AsyncEngine,
+        *,
+        sync_engine: Engine | None = None,
+        lock_folder: Path | None = None,
     ) -> None:
         self.engine = engine
-        # On a SQLite file, the hot small reads and the batches of small
-        # writes run on a synchronous engine in a thread: one hop there and
-        # back each, where the async driver takes three or four a statement.
+        self.locks = Locks(engine, folder=lock_folder)
+        """Locks every process on this catalog respects (docdesk.catalog.locks)."""
+        self._async_writes = engine.execution_options(**{WRITES: True})
+        # An in-memory SQLite database is one connection: its transactions
+        # must take turns.
+        self._async_turns = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+        # A SQLite file: reads in the loop's executor, writes on one thread
+        # of their own, where they queue to share commits (_write).
         self._sync_engine = sync_engine
-        self._batch_engine = (
+        self._sync_writes = (
             None
             if sync_engine is None
             else sync_engine.execution_options(**{WRITES: True})
         )
-        self._batch_thread = (
+        self._writer = (
             None
             if sync_engine is None
             else ThreadPoolExecutor(1, thread_name_prefix="docdesk-catalog-writes")
         )
-        self._writes = engine.execution_options(**{WRITES: True})
-        # SQLite lets one writer in at a time and makes the others poll with
-        # sleeps of up to 100 ms (busy_timeout): under load, callbacks wait
-        # far longer than their writes take. Queueing this process's writers
-        # here hands the write lock on at once; other processes still poll.
-        self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
-        self._queued: list[tuple[Write[Any], asyncio.Future[Any]]] = []
+        self._queued: list[tuple[Operation[Any], asyncio.Future[Any]]] = []
         self._committing: asyncio.Task[None] | None = None
 
     @classmethod
@@ -119,27 +132,31 @@ class Catalog:
         if engine.dialect.name != "sqlite":
             return cls(engine)
         _tune_sqlite(engine.sync_engine)
+        database = _sqlite_file(url)
+        if database is None:
+            return cls(engine)
         sync_engine = _sync_engine(url)
-        if sync_engine is not None:
-            _tune_sqlite(sync_engine)
-        return cls(engine, sync_engine=sync_engine)
+        _tune_sqlite(sync_engine)
+        return cls(
+            engine,
+            sync_engine=sync_engine,
+            lock_folder=database.with_name(f"{database.name}.locks"),
+        )
 
     async def close(self) -> None:
         await self.engine.dispose()
-        if self._batch_thread is not None:
-            self._batch_thread.shutdown()
+        if self._writer is not None:
+            self._writer.shutdown()
         if self._sync_engine is not None:
             self._sync_engine.dispose()
 
     async def migrate(self) -> None:
         """Bring the schema up to date."""
-        async with self._begin() as conn:
-            await conn.run_sync(migrations.upgrade)
+        await self._alone(migrations.upgrade)
 
     async def pending_migrations(self) -> list[str]:
         """Revisions the database still lacks; empty when it is current."""
-        async with self._begin() as conn:
-            return await conn.run_sync(migrations.pending)
+        return await self._alone(migrations.pending)
 
     # Documents
 
@@ -148,8 +165,9 @@ class Catalog:
     ) -> DocumentRecord:
         """Record a new document with its first version and key."""
         now = _now()
-        async with self._begin() as conn:
-            await conn.execute(
+
+        def add(conn: Connection) -> DocumentRecord:
+            conn.execute(
                 insert(documents).values(
                     id=document_id,
                     title=title,
@@ -160,68 +178,65 @@ class Catalog:
                     updated=now,
                 )
             )
-            await _insert_version(conn, document_id, 1, version, now)
-            await _insert_key(conn, key, document_id, 1, now)
-            return await _document(conn, document_id)
+            _insert_version(conn, document_id, 1, version, now)
+            _insert_key(conn, key, document_id, 1, now)
+            return _document(conn, document_id)
+
+        return await self._write(add)
 
     async def document(self, document_id: str) -> DocumentRecord:
-        async with self._connect() as conn:
-            return await _document(conn, document_id)
+        return await self._read(lambda conn: _document(conn, document_id))
 
     async def documents(self) -> list[DocumentRecord]:
-        async with self._connect() as conn:
-            rows = await conn.execute(_document_query().order_by(documents.c.updated))
+        def read(conn: Connection) -> list[DocumentRecord]:
+            rows = conn.execute(_document_query().order_by(documents.c.updated))
             return [_document_record(row) for row in rows]
+
+        return await self._read(read)
 
     async def delete_document(self, document_id: str) -> list[str]:
         """Forget a document; returns the blob names it leaves behind."""
-        async with self._begin() as conn:
-            await _lock_document(conn, document_id)
-            blobs = await conn.execute(
+
+        def forget(conn: Connection) -> list[str]:
+            _lock_document(conn, document_id)
+            blobs = conn.execute(
                 select(
                     versions.c.blob, versions.c.changes_blob, versions.c.forms_blob
                 ).where(versions.c.document_id == document_id)
             )
             names = [name for row in blobs for name in row if name]
-            kept_aside = await conn.execute(
+            kept_aside = conn.execute(
                 select(recoveries.c.blob).where(recoveries.c.document_id == document_id)
             )
             names += [name for (name,) in kept_aside]
-            await conn.execute(
-                delete(recoveries).where(recoveries.c.document_id == document_id)
-            )
-            await conn.execute(
-                delete(captures).where(captures.c.document_id == document_id)
-            )
-            await conn.execute(delete(keys).where(keys.c.document_id == document_id))
-            await conn.execute(
-                delete(versions).where(versions.c.document_id == document_id)
-            )
-            await conn.execute(delete(documents).where(documents.c.id == document_id))
+            for table in (recoveries, captures, keys, versions):
+                conn.execute(delete(table).where(table.c.document_id == document_id))
+            conn.execute(delete(documents).where(documents.c.id == document_id))
             return names
+
+        return await self._write(forget)
 
     # Versions
 
     async def versions(self, document_id: str) -> list[VersionRecord]:
-        async with self._connect() as conn:
-            await _document(conn, document_id)
-            rows = await conn.execute(
+        def read(conn: Connection) -> list[VersionRecord]:
+            _document(conn, document_id)
+            rows = conn.execute(
                 select(versions)
                 .where(versions.c.document_id == document_id)
                 .order_by(versions.c.number)
             )
             return [_version_record(row) for row in rows]
 
+        return await self._read(read)
+
     async def version(self, document_id: str, number: int) -> VersionRecord:
-        async with self._connect() as conn:
-            row = (
-                await conn.execute(
-                    select(versions).where(
-                        versions.c.document_id == document_id,
-                        versions.c.number == number,
-                    )
-                )
+        def read(conn: Connection) -> Row[Any] | None:
+            return conn.execute(
+                _VERSION, {"b_document": document_id, "b_number": number}
             ).first()
+
+        row = await self._read(read)
         if row is None:
             raise NotFound(f"document {document_id} has no version {number}")
         return _version_record(row)
@@ -233,7 +248,9 @@ class Catalog:
         *,
         new_key: str,
         ends_session: bool = False,
-    ) -> VersionRecord:
+        delivery: str | None = None,
+        keep: float = 0.0,
+    ) -> VersionRecord | None:
         """Make ``version`` the newest and current version, in one transaction.
 
         The document gets ``new_key`` for the new version unless the version
@@ -243,12 +260,24 @@ class Catalog:
         that lives on is what that key serves from now on; ``ends_session``
         retires the key, as a final save does. A change of format renames
         the document to the new extension.
+
+        A version saved from a callback names its ``delivery``, remembered
+        ``keep`` seconds in the same transaction: one delivered twice is
+        refused by the deliveries' key, and None comes back, nothing changed.
         """
+        if delivery is not None and version.status is None:
+            raise ValueError("a version from a callback needs the callback's status")
         now = _now()
-        async with self._begin() as conn:
-            current = await _lock_document(conn, document_id)
-            number = await _last_number(conn, document_id) + 1
-            await _insert_version(conn, document_id, number, version, now)
+        expires = now + timedelta(seconds=keep)
+
+        def commit(conn: Connection) -> VersionRecord | None:
+            if delivery is not None and not _first_delivery(
+                conn, delivery, document_id, version.status or 0, expires
+            ):
+                return None
+            current = _lock_document(conn, document_id)
+            number = _last_number(conn, document_id) + 1
+            _insert_version(conn, document_id, number, version, now)
 
             values: dict[str, Any] = {
                 "current_version": number,
@@ -259,24 +288,23 @@ class Catalog:
                 stem = current.title.rpartition(".")[0] or current.title
                 values["title"] = f"{stem}.{version.file_type}"
             if version.key is not None:
-                await conn.execute(
+                conn.execute(
                     update(keys).where(keys.c.key == version.key).values(version=number)
                 )
                 if ends_session:
-                    await _retire_key(conn, version.key, now)
+                    _retire_key(conn, version.key, now)
             if ends_session or version.key != current.key:
-                await _insert_key(conn, new_key, document_id, number, now)
+                _insert_key(conn, new_key, document_id, number, now)
                 values["key"] = new_key
-            await conn.execute(
+            conn.execute(
                 update(documents).where(documents.c.id == document_id).values(**values)
             )
-            row = await conn.execute(
-                select(versions).where(
-                    versions.c.document_id == document_id,
-                    versions.c.number == number,
-                )
+            row = conn.execute(
+                _VERSION, {"b_document": document_id, "b_number": number}
             )
             return _version_record(row.one())
+
+        return await self._write(commit)
 
     # Keys
 
@@ -294,18 +322,21 @@ class Catalog:
         a replayed or late callback must not rotate it again.
         """
         now = _now()
-        async with self._begin() as conn:
-            current = await _lock_document(conn, document_id)
-            await _retire_key(conn, old_key, now)
+
+        def rotate(conn: Connection) -> bool:
+            current = _lock_document(conn, document_id)
+            _retire_key(conn, old_key, now)
             if current.key != old_key:
                 return False
-            await _insert_key(conn, new_key, document_id, current.current_version, now)
-            await conn.execute(
+            _insert_key(conn, new_key, document_id, current.current_version, now)
+            conn.execute(
                 update(documents)
                 .where(documents.c.id == document_id)
                 .values(key=new_key, updated=now)
             )
             return True
+
+        return await self._write(rotate)
 
     async def set_editors(
         self,
@@ -317,50 +348,53 @@ class Catalog:
         signed: int | None = None,
         delivery: str | None = None,
         keep: float = 0.0,
-        log: Callable[[bool], CallbackRecord] | None = None,
-    ) -> bool:
-        """Record who edits under ``key``, unless this callback is stale.
+        log: Callable[[EditorsSet], CallbackRecord] | None = None,
+    ) -> EditorsSet:
+        """Record who edits ``document_id`` under ``key``, unless it is stale.
 
-        Stale is a replay (``delivery`` already recorded, kept ``keep``
-        seconds) or a callback signed before the one that last set the
-        editors (``signed`` is its ``iat``): the DS does not wait for status
-        1 before going on, so it may arrive late. Returns whether the
-        editors were set. ``log`` gives, from that, the callback log line to
-        write in the same transaction. One transaction, whose sync to disk it
-        may share with other small writes (:meth:`_write`).
+        Nothing is set under a key that is not the document's. Stale is a
+        replay (``delivery`` already recorded, kept ``keep`` seconds) or a
+        callback signed before the one that last set the editors (``signed``
+        is its ``iat``): the DS does not wait for status 1 before going on,
+        so it may arrive late. ``log`` gives, from the outcome, the callback
+        log line to write in the same transaction. One transaction, whose
+        sync to disk it may share with other writes (:meth:`_write`).
         """
         now = _now()
 
-        def write(conn: Connection) -> bool:
-            done = set_editors(conn)
+        def write(conn: Connection) -> EditorsSet:
+            outcome = set_editors(conn)
             if log is not None:
-                conn.execute(_LOG_CALLBACK, _log_values(log(done)))
-            return done
+                conn.execute(_LOG_CALLBACK, _log_values(log(outcome)))
+            return outcome
 
-        def set_editors(conn: Connection) -> bool:
+        def set_editors(conn: Connection) -> EditorsSet:
+            owner = conn.execute(_KEY_OWNER, {"b_key": key}).scalar()
+            if owner != document_id:
+                return (
+                    EditorsSet.UNKNOWN_KEY if owner is None else EditorsSet.FOREIGN_KEY
+                )
             if delivery is not None and not _first_delivery(
                 conn, delivery, document_id, status, now + timedelta(seconds=keep)
             ):
-                return False
+                return EditorsSet.STALE
             query = _SET_EDITORS if signed is not None else _SET_EDITORS_UNSIGNED
             result = conn.execute(
                 query,
                 {"b_key": key, "b_editors": list(editors), "b_signed": signed},
             )
-            return bool(result.rowcount)
+            return EditorsSet.SET if result.rowcount else EditorsSet.STALE
 
         return await self._write(write)
 
     # Deliveries
 
     async def delivered(self, fingerprint: str) -> bool:
-        async with self._connect() as conn:
-            row = await conn.execute(
-                select(deliveries.c.fingerprint).where(
-                    deliveries.c.fingerprint == fingerprint
-                )
-            )
+        def read(conn: Connection) -> bool:
+            row = conn.execute(_DELIVERED, {"b_fingerprint": fingerprint})
             return row.first() is not None
+
+        return await self._read(read)
 
     async def record_delivery(
         self, fingerprint: str, document_id: str, status: int, *, keep: float
@@ -389,9 +423,12 @@ class Catalog:
         query = select(callbacks).order_by(callbacks.c.id.desc()).limit(limit)
         if document_id is not None:
             query = query.where(callbacks.c.document_id == document_id)
-        async with self._connect() as conn:
-            rows = await conn.execute(query)
+
+        def read(conn: Connection) -> list[CallbackRecord]:
+            rows = conn.execute(query)
             return [CallbackRecord(**_aware(row._asdict())) for row in rows]
+
+        return await self._read(read)
 
     async def prune_callback_log(self, older_than: datetime) -> int:
         """Delete the records received before ``older_than``; returns how many.
@@ -403,84 +440,106 @@ class Catalog:
         # SQLite compares the stored UTC wall times as text.
         cutoff = older_than.astimezone(UTC)
 
-        async with self._begin() as conn:
-            result = await conn.execute(
+        def prune(conn: Connection) -> int:
+            result = conn.execute(
                 delete(callbacks).where(callbacks.c.received < cutoff)
             )
             return int(result.rowcount)
 
+        return await self._write(prune)
+
     # Captures
 
     async def add_capture(self, token: str, document_id: str, key: str) -> None:
-        async with self._begin() as conn:
-            await conn.execute(
-                insert(captures).values(
-                    token=token, document_id=document_id, key=key, created=_now()
-                )
-            )
+        values = {"token": token, "document_id": document_id, "key": key}
+        created = _now()
+
+        def add(conn: Connection) -> None:
+            conn.execute(insert(captures).values(**values, created=created))
+
+        await self._write(add)
 
     async def resolve_capture(
         self, token: str, outcome: str, version: int | None = None
     ) -> bool:
         """Record what became of a capture, once; False if it was resolved."""
-        async with self._begin() as conn:
-            result = await conn.execute(
+        resolved = _now()
+
+        def resolve(conn: Connection) -> bool:
+            result = conn.execute(
                 update(captures)
                 .where(captures.c.token == token, captures.c.resolved.is_(None))
-                .values(resolved=_now(), outcome=outcome, version=version)
+                .values(resolved=resolved, outcome=outcome, version=version)
             )
             return bool(result.rowcount)
 
+        return await self._write(resolve)
+
     async def capture(self, token: str) -> CaptureRecord | None:
-        async with self._connect() as conn:
-            row = (
-                await conn.execute(select(captures).where(captures.c.token == token))
+        def read(conn: Connection) -> Row[Any] | None:
+            return conn.execute(
+                select(captures).where(captures.c.token == token)
             ).first()
+
+        row = await self._read(read)
         return None if row is None else CaptureRecord(**_aware(row._asdict()))
 
     async def rename(self, document_id: str, title: str) -> DocumentRecord:
-        async with self._begin() as conn:
-            await _lock_document(conn, document_id)
-            await conn.execute(
+        updated = _now()
+
+        def rename(conn: Connection) -> DocumentRecord:
+            _lock_document(conn, document_id)
+            conn.execute(
                 update(documents)
                 .where(documents.c.id == document_id)
-                .values(title=title, updated=_now())
+                .values(title=title, updated=updated)
             )
-            return await _document(conn, document_id)
+            return _document(conn, document_id)
+
+        return await self._write(rename)
 
     # Recoveries
 
     async def add_recovery(self, record: RecoveryRecord) -> RecoveryRecord:
         values = asdict(record)
         values.pop("id")
-        async with self._begin() as conn:
-            result = await conn.execute(insert(recoveries).values(**values))
+
+        def add(conn: Connection) -> Any:
+            result = conn.execute(insert(recoveries).values(**values))
             (identity,) = result.inserted_primary_key or (None,)
+            return identity
+
+        identity = await self._write(add)
         return RecoveryRecord(**{**values, "id": identity})
 
     async def recoveries(self, document_id: str | None = None) -> list[RecoveryRecord]:
         query = select(recoveries).order_by(recoveries.c.id)
         if document_id is not None:
             query = query.where(recoveries.c.document_id == document_id)
-        async with self._connect() as conn:
-            rows = await conn.execute(query)
+
+        def read(conn: Connection) -> list[RecoveryRecord]:
+            rows = conn.execute(query)
             return [RecoveryRecord(**_aware(row._asdict())) for row in rows]
 
+        return await self._read(read)
+
     async def recovery(self, recovery_id: int) -> RecoveryRecord:
-        async with self._connect() as conn:
-            return await _recovery(conn, recovery_id)
+        return await self._read(lambda conn: _recovery(conn, recovery_id))
 
     async def mark_recovery_restored(
         self, recovery_id: int, version: int
     ) -> RecoveryRecord:
         """Record that a kept file became ``version`` of its document."""
-        async with self._begin() as conn:
-            await conn.execute(
+
+        def mark(conn: Connection) -> RecoveryRecord:
+            conn.execute(
                 update(recoveries)
                 .where(recoveries.c.id == recovery_id)
                 .values(restored_version=version)
             )
-            return await _recovery(conn, recovery_id)
+            return _recovery(conn, recovery_id)
+
+        return await self._write(mark)
 
     # Blobs
 
@@ -493,54 +552,88 @@ class Catalog:
         raises CatalogError before anything is read: its blobs could not be
         told apart from orphans.
         """
-        columns: list[Column[Any]] = []
-        for table in metadata.sorted_tables:
-            listed = BLOB_COLUMNS.get(table.name)
-            if listed is None:
-                raise CatalogError(
-                    f"the catalog's table {table.name!r} has no entry in "
-                    "docdesk.catalog.tables.BLOB_COLUMNS"
-                )
-            columns += [table.c[column.name] for column in listed]
+        columns = _blob_columns()
+        try:
+            async with self.engine.connect() as conn:
+                for column in columns:
+                    rows = await conn.stream(select(column).where(column.is_not(None)))
+                    async for (name,) in rows:
+                        yield name
+        except SQLAlchemyError as exc:
+            raise CatalogError.of(exc) from exc
 
-        async with self._connect() as conn:
-            for column in columns:
-                rows = await conn.stream(select(column).where(column.is_not(None)))
-                async for (name,) in rows:
-                    yield name
+    async def names(self, blob: str) -> bool:
+        """Whether a row of the catalog refers to ``blob``, as blob_names says."""
+        columns = _blob_columns()
 
-    # Connections
+        def read(conn: Connection) -> bool:
+            return any(
+                conn.execute(select(column).where(column == blob).limit(1)).first()
+                for column in columns
+            )
 
-    @asynccontextmanager
-    async def _begin(self) -> AsyncIterator[AsyncConnection]:
-        async with self._writer or contextlib.nullcontext():
+        return await self._read(read)
+
+    # Running operations
+
+    async def _read(self, read: Operation[T]) -> T:
+        """Run ``read`` in a transaction of its own, which takes no lock."""
+        engine = self._sync_engine
+        if engine is None:
             try:
-                async with self._writes.begin() as conn:
-                    yield conn
+                async with self._async_turn(), self.engine.connect() as conn:
+                    return await conn.run_sync(read)
             except SQLAlchemyError as exc:
-                raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
+                raise CatalogError.of(exc) from exc
 
-    async def _write(self, write: Write[T]) -> T:
-        """Run ``write`` in a transaction; on SQLite, commit it with others.
+        def run() -> T:
+            with engine.connect() as conn:
+                return read(conn)
 
-        Every SQLite commit is a sync to disk, and one small write (who
-        edits, a line of the callback log) costs far less than its sync. The
-        writes that queue while a commit is under way go together in the next
-        transaction, in the order they came, so one sync serves them all; each
-        caller still returns only once its own write is durable. A batch that
-        fails is run again one write per transaction, so that each caller
-        gets its own outcome. Only SQLite batches: it locks the whole
-        database anyway, whereas PostgreSQL's row locks could deadlock.
+        loop = asyncio.get_running_loop()
+        return await _translated(loop.run_in_executor(None, run))
+
+    async def _write(self, write: Operation[T]) -> T:
+        """Run ``write`` in a transaction; on a SQLite file, commit it with others.
+
+        Every SQLite commit is a sync to disk, which costs far more than one
+        small write (who edits, a line of the callback log, a new version).
+        The writes that queue while a commit is under way go together in the
+        next transaction, in the order they came, so one sync serves them
+        all; each caller still returns only once its own write is durable. A
+        batch that fails is run again one write per transaction, so that each
+        caller gets its own outcome. Only a SQLite file batches: it locks the
+        whole database anyway, whereas PostgreSQL's row locks could deadlock
+        a batch.
         """
         if self._writer is None:
-            async with self._begin() as conn:
-                return await conn.run_sync(write)
+            return await self._alone(write)
 
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queued.append((write, future))
+        queued = (write, future)
+        self._queued.append(queued)
         if self._committing is None:
             self._committing = asyncio.create_task(self._commit_queued())
-        return await future
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # A write not yet taken into a batch never runs. One in a batch
+            # under way may still commit: the caller must not take it for
+            # undone (a version's blob removed under its row, say).
+            if queued in self._queued:
+                self._queued.remove(queued)
+            raise
+
+    async def _alone(self, write: Operation[T]) -> T:
+        """Run ``write`` in a transaction of its own on the async engine."""
+        try:
+            async with self._async_turn(), self._async_writes.begin() as conn:
+                return await conn.run_sync(write)
+        except SQLAlchemyError as exc:
+            raise CatalogError.of(exc) from exc
+
+    def _async_turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self._async_turns or contextlib.nullcontext()
 
     async def _commit_queued(self) -> None:
         try:
@@ -561,7 +654,7 @@ class Catalog:
             self._committing = None
 
     async def _commit_each(
-        self, batch: list[tuple[Write[Any], asyncio.Future[Any]]]
+        self, batch: list[tuple[Operation[Any], asyncio.Future[Any]]]
     ) -> None:
         for write, future in batch:
             try:
@@ -573,82 +666,45 @@ class Catalog:
                 if not future.done():
                     future.set_result(result)
 
-    async def _commit_batch(self, writes: list[Write[Any]]) -> list[Any]:
-        """Run ``writes`` in one transaction; on the batch engine if any."""
-
-        def run(conn: Connection) -> list[Any]:
-            return [write(conn) for write in writes]
-
-        if self._batch_engine is None or self._batch_thread is None:
-            async with self._begin() as conn:
-                return await conn.run_sync(run)
-
-        engine = self._batch_engine
+    async def _commit_batch(self, writes: list[Operation[Any]]) -> list[Any]:
+        """Run ``writes`` in one transaction, on the writer's thread."""
+        engine, writer = self._sync_writes, self._writer
+        assert engine is not None
+        assert writer is not None
 
         def commit() -> list[Any]:
             with engine.begin() as conn:
-                return run(conn)
+                return [write(conn) for write in writes]
 
         loop = asyncio.get_running_loop()
-        async with self._writer or contextlib.nullcontext():
-            try:
-                return await loop.run_in_executor(self._batch_thread, commit)
-            except SQLAlchemyError as exc:
-                raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
-
-    async def _read(self, read: Callable[[Connection], T]) -> T:
-        """Run ``read`` in a transaction of its own; in a thread on SQLite."""
-        engine = self._sync_engine
-        if engine is None:
-            async with self._connect() as conn:
-                return await conn.run_sync(read)
-
-        def run() -> T:
-            with engine.connect() as conn:
-                return read(conn)
-
-        try:
-            return await asyncio.get_running_loop().run_in_executor(None, run)
-        except SQLAlchemyError as exc:
-            raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
-
-    @asynccontextmanager
-    async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.engine.connect() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise CatalogError(f"the catalog failed: {type(exc).__name__}") from exc
+        return await _translated(loop.run_in_executor(writer, commit))
 
 
 def _pool_options(url: str) -> dict[str, Any]:
-    """How to pool connections: a server's may drop, a local file's may not.
-
-    Each SQLite connection is a thread of aiosqlite's: opening one per
-    request beyond the pool costs more than the request, so the pool keeps
-    enough for every request a busy service runs at once, and pings none.
-    """
-    parsed = make_url(url)
-    # An in-memory database lives in one connection, which SQLAlchemy keeps.
-    in_memory = parsed.database in (None, "", ":memory:") or (
-        parsed.query.get("mode") == "memory"
-    )
-    if parsed.get_backend_name() == "sqlite" and not in_memory:
-        return {"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_POOL_SIZE}
+    """A server's connections may drop: each is pinged before use."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return {}
     return {"pool_pre_ping": True}
 
 
-def _sync_engine(url: str) -> Engine | None:
-    """A synchronous engine on the same SQLite file; None for one in memory."""
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for a database in memory."""
     parsed = make_url(url)
     if (
         parsed.database in (None, "", ":memory:")
         or parsed.query.get("mode") == "memory"
     ):
         return None
-    # The batches take one connection, the reads one per executor thread.
+    return Path(parsed.database)
+
+
+def _sync_engine(url: str) -> Engine:
+    """A synchronous engine on the same SQLite file as ``url``.
+
+    The writes take one connection, the reads one per executor thread.
+    """
     return create_engine(
-        parsed.set(drivername="sqlite+pysqlite"),
+        make_url(url).set(drivername="sqlite+pysqlite"),
         pool_size=SQLITE_POOL_SIZE // 4,
         max_overflow=SQLITE_POOL_SIZE,
     )
@@ -679,6 +735,20 @@ def _tune_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN DEFERRED")
 
 
+def _blob_columns() -> list[Column[Any]]:
+    """The columns BLOB_COLUMNS lists; CatalogError for a table it misses."""
+    columns: list[Column[Any]] = []
+    for table in metadata.sorted_tables:
+        listed = BLOB_COLUMNS.get(table.name)
+        if listed is None:
+            raise CatalogError(
+                f"the catalog's table {table.name!r} has no entry in "
+                "docdesk.catalog.tables.BLOB_COLUMNS"
+            )
+        columns += [table.c[column.name] for column in listed]
+    return columns
+
+
 def _document_query() -> Any:
     current = versions.alias("current")
     editors = (
@@ -694,37 +764,31 @@ def _document_query() -> Any:
     )
 
 
-async def _document(conn: AsyncConnection, document_id: str) -> DocumentRecord:
-    row = (
-        await conn.execute(_document_query().where(documents.c.id == document_id))
-    ).first()
+def _document(conn: Connection, document_id: str) -> DocumentRecord:
+    row = conn.execute(_document_query().where(documents.c.id == document_id)).first()
     if row is None:
         raise NotFound(f"no document {document_id}")
     return _document_record(row)
 
 
-async def _lock_document(conn: AsyncConnection, document_id: str) -> DocumentRecord:
-    row = (
-        await conn.execute(
-            select(documents.c.id)
-            .where(documents.c.id == document_id)
-            .with_for_update()
-        )
+def _lock_document(conn: Connection, document_id: str) -> DocumentRecord:
+    row = conn.execute(
+        select(documents.c.id).where(documents.c.id == document_id).with_for_update()
     ).first()
     if row is None:
         raise NotFound(f"no document {document_id}")
-    return await _document(conn, document_id)
+    return _document(conn, document_id)
 
 
-async def _last_number(conn: AsyncConnection, document_id: str) -> int:
-    number = await conn.scalar(
+def _last_number(conn: Connection, document_id: str) -> int:
+    number = conn.scalar(
         select(func.max(versions.c.number)).where(versions.c.document_id == document_id)
     )
     return int(number or 0)
 
 
-async def _insert_version(
-    conn: AsyncConnection,
+def _insert_version(
+    conn: Connection,
     document_id: str,
     number: int,
     version: NewVersion,
@@ -732,25 +796,25 @@ async def _insert_version(
 ) -> None:
     values = asdict(version)
     values["history"] = dict(version.history) if version.history else None
-    await conn.execute(
+    conn.execute(
         insert(versions).values(
             document_id=document_id, number=number, created=now, **values
         )
     )
 
 
-async def _insert_key(
-    conn: AsyncConnection, key: str, document_id: str, version: int, now: datetime
+def _insert_key(
+    conn: Connection, key: str, document_id: str, version: int, now: datetime
 ) -> None:
-    await conn.execute(
+    conn.execute(
         insert(keys).values(
             key=key, document_id=document_id, version=version, created=now, editors=[]
         )
     )
 
 
-async def _retire_key(conn: AsyncConnection, key: str, now: datetime) -> None:
-    await conn.execute(
+def _retire_key(conn: Connection, key: str, now: datetime) -> None:
+    conn.execute(
         update(keys)
         .where(keys.c.key == key, keys.c.retired.is_(None))
         .values(retired=now, editors=[])
@@ -778,6 +842,14 @@ def _first_delivery(
 
 # Built once: building a statement per call cost more than running it.
 _KEY = select(keys).where(keys.c.key == bindparam("b_key"))
+_KEY_OWNER = select(keys.c.document_id).where(keys.c.key == bindparam("b_key"))
+_VERSION = select(versions).where(
+    versions.c.document_id == bindparam("b_document"),
+    versions.c.number == bindparam("b_number"),
+)
+_DELIVERED = select(deliveries.c.fingerprint).where(
+    deliveries.c.fingerprint == bindparam("b_fingerprint")
+)
 _SET_EDITORS_UNSIGNED = (
     update(keys)
     .where(keys.c.key == bindparam("b_key"))
@@ -821,10 +893,8 @@ def _aware(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _recovery(conn: AsyncConnection, recovery_id: int) -> RecoveryRecord:
-    row = (
-        await conn.execute(select(recoveries).where(recoveries.c.id == recovery_id))
-    ).first()
+def _recovery(conn: Connection, recovery_id: int) -> RecoveryRecord:
+    row = conn.execute(select(recoveries).where(recoveries.c.id == recovery_id)).first()
     if row is None:
         raise NotFound(f"no kept file {recovery_id} in the recovery area")
     return RecoveryRecord(**_aware(row._asdict()))
@@ -848,3 +918,10 @@ def _key_record(row: Row[Any]) -> KeyRecord:
     values["editors"] = tuple(values.get("editors") or ())
     values.pop("editors_signed", None)
     return KeyRecord(**values)
+
+
+async def _translated(pending: Awaitable[T]) -> T:
+    try:
+        return await pending
+    except SQLAlchemyError as exc:
+        raise CatalogError.of(exc) from exc

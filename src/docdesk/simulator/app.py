@@ -46,7 +46,7 @@ STALL_SECONDS = 3600.0
 FAULTS = {
     "download": ("fail", "truncate", "stall"),
     "assembly": ("fail", "corrupt"),
-    "callback": ("drop", "reject"),
+    "callback": ("drop", "reject", "lose"),
 }
 
 

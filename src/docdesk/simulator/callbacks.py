@@ -124,6 +124,8 @@ class CallbackSender:
                 http_status, answer = response.status_code, response.text
             except httpx.HTTPError as exc:
                 answer = type(exc).__name__
+            if fault == "lose":
+                http_status, answer = None, f"lost after HTTP {http_status}"
 
         success = http_status == 200 and _says_no_error(answer)
         answer = answer[:200]

@@ -169,8 +169,10 @@ class Faults:
     assembly: list[str] = field(default_factory=list)
     command: list[int] = field(default_factory=list)
     # "drop": the next callback attempt never reaches the integrator, as on
-    # a network error; "reject": it is answered 502 without reaching it (a
-    # status 2 or 3 is then retried, as ever).
+    # a network error; "reject": it is answered 502 without reaching it;
+    # "lose": it reaches the integrator, and the answer is lost on its way
+    # back, as when a connection breaks. A status 2 or 3 is then retried,
+    # as ever.
     callback: list[str] = field(default_factory=list)
 
 
