@@ -43,10 +43,12 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 1024 * 1024
 # How long a stalled download hangs: longer than any client's deadline.
 STALL_SECONDS = 3600.0
+# How long a slow download waits before its body: slow, not stalled.
+SLOW_SECONDS = 3.0
 FAULTS = {
-    "download": ("fail", "truncate", "stall"),
+    "download": ("fail", "truncate", "stall", "slow"),
     "assembly": ("fail", "corrupt"),
-    "callback": ("drop", "reject", "lose"),
+    "callback": ("drop", "reject", "lose", "timeout"),
 }
 
 
@@ -219,6 +221,8 @@ async def cached_file(request: Request) -> Response:
         return PlainTextResponse("injected failure", status_code=500)
     if fault == "stall":
         await asyncio.sleep(STALL_SECONDS)
+    if fault == "slow":
+        await asyncio.sleep(SLOW_SECONDS)
     data = cached.data
     headers = {"Content-Length": str(len(data))}
     if fault == "truncate":

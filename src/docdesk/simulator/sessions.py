@@ -165,14 +165,17 @@ class Forgotten:
 class Faults:
     """Misbehaviour on demand, each used up once it fires."""
 
+    # "fail", "truncate", "stall" (for longer than any deadline) or "slow"
+    # (seconds before the body): the next download of a cached file.
     download: list[str] = field(default_factory=list)
     assembly: list[str] = field(default_factory=list)
     command: list[int] = field(default_factory=list)
     # "drop": the next callback attempt never reaches the integrator, as on
     # a network error; "reject": it is answered 502 without reaching it;
     # "lose": it reaches the integrator, and the answer is lost on its way
-    # back, as when a connection breaks. A status 2 or 3 is then retried,
-    # as ever.
+    # back, as when a connection breaks; "timeout": the DS stops waiting for
+    # the answer after a moment, while the integrator goes on. A status 2 or
+    # 3 is then retried, as ever.
     callback: list[str] = field(default_factory=list)
 
 
