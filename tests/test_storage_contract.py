@@ -17,8 +17,14 @@ import anyio
 import obstore
 import pytest
 
-from docdesk.errors import NotFound
-from docdesk.storage import BlobStore, open_store, sweep_staging
+from docdesk.errors import NotFound, StorageError
+from docdesk.storage import (
+    BlobStore,
+    commit_new,
+    new_blob_stem,
+    open_store,
+    sweep_staging,
+)
 from docdesk.storage.base import TAIL_SIZE
 from docdesk.storage.local import LocalBlobStore
 from docdesk.storage.s3 import SMALL_BLOB_MAX, S3BlobStore
@@ -174,6 +180,21 @@ class TestCommit:
 
         assert await read_all(backend.store, "a/b") == b"first"
         assert await backend.everything() == {"a/b"}
+
+    async def test_a_fresh_name_found_taken_fails_as_a_retry_may_cure(
+        self, backend: Backend
+    ) -> None:
+        name = f"{new_blob_stem('documents', '0123456789abcdef')}.docx"
+        await put(backend.store, name, b"an earlier try")
+
+        async with backend.store.create() as writer:
+            await writer.write(b"this try")
+            with pytest.raises(StorageError) as caught:
+                await commit_new(writer, name)
+
+        assert caught.value.transient
+        assert await read_all(backend.store, name) == b"an earlier try"
+        assert await backend.everything() == {name}
 
     @pytest.mark.parametrize("name", UNSAFE_NAMES)
     async def test_unsafe_name_is_refused_everywhere(

@@ -47,7 +47,7 @@ from docdesk.links import Links
 from docdesk.metrics import Metrics
 from docdesk.saving import DELIVERY_MEMORY, CallbackReply, SavePath
 from docdesk.settings import Settings
-from docdesk.storage import BlobStore, open_store
+from docdesk.storage import BlobStore, commit_new, new_blob_stem, open_store
 
 __all__ = [
     "CallbackReply",
@@ -518,7 +518,7 @@ class DocDesk:
         author: User | None,
         source: VersionSource,
     ) -> NewVersion:
-        name = f"documents/{document_id}/{secrets.token_hex(8)}.{fmt.extension}"
+        name = f"{new_blob_stem('documents', document_id)}.{fmt.extension}"
         async with self.store.create() as blob:
             async for chunk in chunks:
                 if blob.digest.size + len(chunk) > self.max_upload_bytes:
@@ -527,7 +527,7 @@ class DocDesk:
                     )
                 await blob.write(chunk)
             check_bytes(fmt, blob.digest.head, blob.digest.tail, blob.digest.size)
-            await blob.commit(name)
+            await commit_new(blob, name)
             return NewVersion(
                 blob=name,
                 file_type=fmt.extension,

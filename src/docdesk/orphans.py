@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from docdesk.catalog import Catalog
 from docdesk.errors import NotFound
-from docdesk.storage import BlobStore
+from docdesk.storage import OWN_NAME, BlobStore
 
 __all__ = ["ORPHAN_MAX_AGE", "OWN_PREFIXES", "sweep_orphans"]
 
@@ -32,9 +32,7 @@ logger = logging.getLogger(__name__)
 # commits its file, then fetches the changes and form data (each within the
 # download deadline, 120 s by default), then records them all.
 ORPHAN_MAX_AGE = 3600.0
-# The names docdesk gives blobs: versions, their changes and form data under
-# documents/, files kept aside under recovery/. Anything else in the store
-# is not docdesk's to remove.
+# Where the names docdesk gives blobs begin (docdesk.storage.OWN_NAME).
 OWN_PREFIXES = ("documents/", "recovery/")
 
 
@@ -47,7 +45,8 @@ async def sweep_orphans(
     after, so a blob recorded meanwhile is seen as referenced; ``older_than``
     (seconds) protects a blob whose catalog transaction is still under way,
     so keep it well above the longest commit plus any clock skew between this
-    machine and the store. Only names under OWN_PREFIXES are considered.
+    machine and the store. Only names of docdesk's own shape are considered
+    (docdesk.storage.OWN_NAME).
 
     Run it on one instance at a time: the recovery job does, under its lock.
     Memory holds the names of every blob docdesk owns, not their bytes.
@@ -77,7 +76,8 @@ async def _own_names(store: BlobStore) -> set[str]:
     names: set[str] = set()
     for prefix in OWN_PREFIXES:
         async for name in store.names(prefix):
-            names.add(name)
+            if OWN_NAME.fullmatch(name):
+                names.add(name)
     return names
 
 

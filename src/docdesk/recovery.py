@@ -14,7 +14,6 @@ blobs no catalog row names (:mod:`docdesk.orphans`).
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -49,7 +48,7 @@ from docdesk.errors import (
 )
 from docdesk.formats import check_bytes, format_for
 from docdesk.orphans import ORPHAN_MAX_AGE, sweep_orphans
-from docdesk.storage import sweep_staging
+from docdesk.storage import commit_new, new_blob_stem, sweep_staging
 
 __all__ = [
     "RECOVERY_LOCK",
@@ -150,7 +149,7 @@ async def restore_recovery(
     document = await desk.document(record.document_id)
     fmt = format_for(document.file_type)
 
-    name = f"documents/{document.id}/{secrets.token_hex(8)}.{fmt.extension}"
+    name = f"{new_blob_stem('documents', document.id)}.{fmt.extension}"
     async with desk.store.create() as blob:
         async for chunk in desk.store.read(record.blob):
             await blob.write(chunk)
@@ -167,7 +166,7 @@ async def restore_recovery(
                 f"kept file {recovery_id} cannot become a version: {exc.message}; "
                 "it stays in the recovery area"
             ) from None
-        await blob.commit(name)
+        await commit_new(blob, name)
 
     when = record.created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     version = await desk.commit_recovered(
@@ -311,7 +310,7 @@ async def _keep(
     to commit, whose blob is durable.
     """
     fmt = format_for(document.file_type)
-    name = f"documents/{document.id}/{secrets.token_hex(8)}.{fmt.extension}"
+    name = f"{new_blob_stem('documents', document.id)}.{fmt.extension}"
     async with desk.store.create() as blob:
         try:
             await desk.fetcher.fetch(url, blob)
@@ -324,7 +323,7 @@ async def _keep(
         kept = await _holding(desk, document, key, digest.sha256)
         if kept is not None:
             return kept
-        await blob.commit(name)
+        await commit_new(blob, name)
 
     return NewVersion(
         blob=name,

@@ -9,7 +9,6 @@ only after the version is durable; a failure a retry may cure answers HTTP
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from docdesk.errors import (
     TooLarge,
 )
 from docdesk.formats import check_bytes, format_for
+from docdesk.storage import commit_new, new_blob_stem
 
 if TYPE_CHECKING:
     from docdesk.desk import DocDesk
@@ -229,7 +229,7 @@ class SavePath:
             return CallbackReply(200, 0, "notmodified")
 
         fmt = format_for(payload.filetype or document.file_type)
-        stem = f"documents/{document.id}/{secrets.token_hex(8)}"
+        stem = new_blob_stem("documents", document.id)
         async with self.desk.store.create() as blob:
             await self._fetch(payload.url, blob)
             check_bytes(fmt, blob.digest.head, blob.digest.tail, blob.digest.size)
@@ -237,7 +237,7 @@ class SavePath:
                 if ends_session:
                     await self._rotate(document.id, payload.key)
                 return CallbackReply(200, 0, "unchanged")
-            await blob.commit(f"{stem}.{fmt.extension}")
+            await commit_new(blob, f"{stem}.{fmt.extension}")
             size, sha256 = blob.digest.size, blob.digest.sha256
 
         changes_blob, forms_blob, notes = await self._extras(payload, stem)
@@ -302,7 +302,7 @@ class SavePath:
             try:
                 async with self.desk.store.create() as blob:
                     await self._fetch(url, blob)
-                    await blob.commit(name)
+                    await commit_new(blob, name)
                 kept.append(name)
             except (DownloadError, TooLarge) as exc:
                 logger.warning("%s not kept key=%s reason=%s", what, payload.key, exc)
@@ -322,10 +322,10 @@ class SavePath:
         fmt = format_for(
             payload.filetype or (await self.desk.document(issued.document_id)).file_type
         )
-        name = f"recovery/{issued.document_id}/{secrets.token_hex(8)}.{fmt.extension}"
+        name = f"{new_blob_stem('recovery', issued.document_id)}.{fmt.extension}"
         async with self.desk.store.create() as blob:
             await self._fetch(payload.url, blob)
-            await blob.commit(name)
+            await commit_new(blob, name)
             size, sha256 = blob.digest.size, blob.digest.sha256
         await self.desk.catalog.add_recovery(
             RecoveryRecord(

@@ -8,9 +8,25 @@ from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
 from docdesk.errors import ConfigurationError
-from docdesk.storage.base import BlobStore, BlobWriter, Digest
+from docdesk.storage.base import (
+    OWN_NAME,
+    BlobStore,
+    BlobWriter,
+    Digest,
+    commit_new,
+    new_blob_stem,
+)
 
-__all__ = ["BlobStore", "BlobWriter", "Digest", "open_store", "sweep_staging"]
+__all__ = [
+    "OWN_NAME",
+    "BlobStore",
+    "BlobWriter",
+    "Digest",
+    "commit_new",
+    "new_blob_stem",
+    "open_store",
+    "sweep_staging",
+]
 
 # What a writer left in staging is swept once it is this old (seconds): well
 # above the longest write or commit, so a live writer is never swept.

@@ -9,17 +9,55 @@ committed blob whole.
 from __future__ import annotations
 
 import hashlib
+import re
+import secrets
 from collections.abc import AsyncIterator
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-__all__ = ["BlobStore", "BlobWriter", "Digest", "validate_blob_name"]
+from docdesk.errors import StorageError
+
+__all__ = [
+    "OWN_NAME",
+    "BlobStore",
+    "BlobWriter",
+    "Digest",
+    "commit_new",
+    "new_blob_stem",
+    "validate_blob_name",
+]
 
 HEAD_SIZE = 4096
 # A zip's end-of-central-directory record lies within the last 64 KiB + 22
 # bytes, so keeping that much lets a format check run on a streamed file.
 TAIL_SIZE = 65_557
+
+
+# The names docdesk gives blobs: ``documents/`` for a document's versions
+# and what came with them, ``recovery/`` for files kept aside, then the
+# document's id, 64 random bits and the extensions. A sweep removes only
+# names of this shape: anything else in a store is not docdesk's.
+OWN_NAME = re.compile(r"(documents|recovery)/[0-9a-f]{16}/[0-9a-f]{16}(\.[a-z0-9]+)+")
+
+
+def new_blob_stem(area: str, document_id: str) -> str:
+    """A fresh name under ``area`` for a blob of the document, before the dot."""
+    return f"{area}/{document_id}/{secrets.token_hex(8)}"
+
+
+async def commit_new(writer: BlobWriter, name: str) -> None:
+    """Commit ``writer`` under a name from new_blob_stem.
+
+    Such a name is taken already only when the store met its own earlier try
+    at this very commit (a request sent again after its answer was lost):
+    that object is an orphan for the sweep, and the save fails with a
+    transient StorageError, so that it is tried again under a new name.
+    """
+    try:
+        await writer.commit(name)
+    except FileExistsError:
+        raise StorageError(f"the new blob's name was taken: {name}") from None
 
 
 def validate_blob_name(name: str) -> str:

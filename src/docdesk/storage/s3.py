@@ -480,9 +480,10 @@ class S3BlobWriter:
         """Hold ``name`` for this commit, or raise FileExistsError."""
         # XXX: obstore retries a PUT whose answer was lost (a 5xx, a dropped
         # connection); if the first try had stored the claim or the blob, the
-        # retry meets our own object and reports the name taken. The caller
-        # then commits under another name: the claim holds the name until
-        # sweep_staging, the blob is an orphan; nothing is lost. No test.
+        # retry meets our own object and reports the name taken. The save
+        # then fails as a retry may cure (storage.commit_new): the claim
+        # holds the name until sweep_staging, the blob is an orphan; nothing
+        # is lost. No test.
         try:
             await obstore.put_async(
                 self._store._store, f"{CLAIMS}/{name}", b"", mode="create"
@@ -502,13 +503,16 @@ class S3BlobWriter:
 
     async def _copy_staged(self, name: str) -> None:
         """Finish the staged upload, then copy it to ``name`` if that is free."""
-        upload, self._upload = self._upload, None
+        upload = self._upload
         assert upload is not None
         assert self._staging is not None
         try:
             await upload.close()
         except (BaseError, OSError) as exc:
+            # Still ours: abort() ends the multipart upload, or it would
+            # stay in the bucket, unseen.
             raise self._store._error("commit", name, exc) from exc
+        self._upload = None
 
         # XXX: one UploadPartCopy moves at most 5 GiB, so a staged blob
         # larger than that cannot be committed; far above the default
