@@ -59,17 +59,25 @@ def advisory_key(name: str) -> int:
 class Locks:
     """Named locks across the processes of one catalog.
 
-    ``folder`` holds the lock files of a SQLite file; with neither a
-    PostgreSQL engine nor a folder (a database in memory, which one process
-    alone can see) the locks hold within this process.
+    ``engine`` is a PostgreSQL engine of the locks' own: each lock held
+    keeps one of its connections, which must not starve the catalog's work
+    (a save holds its lock while it reads and commits). ``folder`` holds the
+    lock files of a SQLite file. With neither (a database in memory, which
+    one process alone can see) the locks hold within this process.
     """
 
-    def __init__(self, engine: AsyncEngine, *, folder: Path | None = None) -> None:
-        self._engine = engine if engine.dialect.name == "postgresql" else None
+    def __init__(
+        self, *, engine: AsyncEngine | None = None, folder: Path | None = None
+    ) -> None:
+        self._engine = engine
         self._folder = folder
         self._turns: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary()
         )
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
 
     @asynccontextmanager
     async def hold(self, name: str, *, wait: bool = True) -> AsyncIterator[bool]:

@@ -69,6 +69,9 @@ T = TypeVar("T")
 # Connections kept open to a SQLite file, a quarter of them, and as many
 # more at a peak: one per executor thread that reads.
 SQLITE_POOL_SIZE = 32
+# The pool of the connections that hold PostgreSQL's advisory locks: one a
+# document being saved, beside the catalog's own pool.
+LOCK_POOL = {"pool_size": 5, "max_overflow": 20, "pool_pre_ping": True}
 # The execution option that marks a transaction that writes.
 WRITES = "docdesk_writes"
 # One read or write of the catalog, as a function of a connection: see
@@ -94,10 +97,10 @@ class Catalog:
         engine: AsyncEngine,
         *,
         sync_engine: Engine | None = None,
-        lock_folder: Path | None = None,
+        locks: Locks | None = None,
     ) -> None:
         self.engine = engine
-        self.locks = Locks(engine, folder=lock_folder)
+        self.locks = locks or Locks()
         """Locks every process on this catalog respects (docdesk.catalog.locks)."""
         self._async_writes = engine.execution_options(**{WRITES: True})
         # An in-memory SQLite database is one connection: its transactions
@@ -129,6 +132,9 @@ class Catalog:
                 "DOCDESK_DATABASE_URL is not a usable database URL: "
                 f"{type(exc).__name__}"
             ) from None
+        if engine.dialect.name == "postgresql":
+            locking = create_async_engine(url, **LOCK_POOL)
+            return cls(engine, locks=Locks(engine=locking))
         if engine.dialect.name != "sqlite":
             return cls(engine)
         _tune_sqlite(engine.sync_engine)
@@ -137,13 +143,11 @@ class Catalog:
             return cls(engine)
         sync_engine = _sync_engine(url)
         _tune_sqlite(sync_engine)
-        return cls(
-            engine,
-            sync_engine=sync_engine,
-            lock_folder=database.with_name(f"{database.name}.locks"),
-        )
+        folder = database.with_name(f"{database.name}.locks")
+        return cls(engine, sync_engine=sync_engine, locks=Locks(folder=folder))
 
     async def close(self) -> None:
+        await self.locks.close()
         await self.engine.dispose()
         if self._writer is not None:
             self._writer.shutdown()
