@@ -265,6 +265,21 @@ class TestRecords:
         assert not await catalog.delivered("a" * 64)
         assert await catalog.delivered("b" * 64)
 
+    async def test_an_expired_delivery_is_new_again_until_it_is_forgotten(
+        self, catalog: Catalog
+    ) -> None:
+        await catalog.record_delivery("a" * 64, "d1", 2, keep=-1)
+
+        again = await catalog.record_delivery("a" * 64, "d1", 2, keep=300)
+        forgotten_while_kept = await catalog.forget_deliveries()
+        await catalog.record_delivery("b" * 64, "d1", 2, keep=-1)
+        forgotten = await catalog.forget_deliveries()
+
+        assert again
+        assert await catalog.delivered("a" * 64)
+        assert (forgotten_while_kept, forgotten) == (0, 1)
+        assert not await catalog.delivered("b" * 64)
+
     async def test_the_callback_log_is_newest_first_and_per_document(
         self, catalog: Catalog
     ) -> None:

@@ -549,12 +549,18 @@ class DocDesk:
     async def prune_callback_log(self) -> int:
         """Forget callback log records older than ``callback_log_days``.
 
-        Runs when the desk opens, then after a callback at most once an
-        interval. Housekeeping must never cost a callback: a failure is a
-        warning, and the next try comes an interval later.
+        The deliveries remembered past their time go too (they only weigh on
+        the catalog: an expired one is never taken for a replay). Runs when
+        the desk opens, then after a callback at most once an interval.
+        Housekeeping must never cost a callback: a failure is a warning, and
+        the next try comes an interval later.
         """
         # Claimed before the delete, so concurrent callbacks prune once.
         self._pruned_at = time.monotonic()
+        try:
+            await self.catalog.forget_deliveries()
+        except Exception as exc:
+            logger.warning("expired deliveries not forgotten reason=%s", exc)
         if self.callback_log_days <= 0:
             return 0
 

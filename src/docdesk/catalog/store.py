@@ -193,7 +193,7 @@ class Catalog:
 
     async def documents(self) -> list[DocumentRecord]:
         def read(conn: Connection) -> list[DocumentRecord]:
-            rows = conn.execute(_document_query().order_by(documents.c.updated))
+            rows = conn.execute(_DOCUMENTS)
             return [_document_record(row) for row in rows]
 
         return await self._read(read)
@@ -292,17 +292,13 @@ class Catalog:
                 stem = current.title.rpartition(".")[0] or current.title
                 values["title"] = f"{stem}.{version.file_type}"
             if version.key is not None:
-                conn.execute(
-                    update(keys).where(keys.c.key == version.key).values(version=number)
-                )
+                conn.execute(_KEY_VERSION, {"b_key": version.key, "version": number})
                 if ends_session:
                     _retire_key(conn, version.key, now)
             if ends_session or version.key != current.key:
                 _insert_key(conn, new_key, document_id, number, now)
                 values["key"] = new_key
-            conn.execute(
-                update(documents).where(documents.c.id == document_id).values(**values)
-            )
+            conn.execute(_UPDATE_DOCUMENT, {"b_document": document_id, **values})
             row = conn.execute(
                 _VERSION, {"b_document": document_id, "b_number": number}
             )
@@ -395,7 +391,9 @@ class Catalog:
 
     async def delivered(self, fingerprint: str) -> bool:
         def read(conn: Connection) -> bool:
-            row = conn.execute(_DELIVERED, {"b_fingerprint": fingerprint})
+            row = conn.execute(
+                _DELIVERED, {"b_fingerprint": fingerprint, "now": _now()}
+            )
             return row.first() is not None
 
         return await self._read(read)
@@ -410,6 +408,14 @@ class Catalog:
             return _first_delivery(conn, fingerprint, document_id, status, expires)
 
         return await self._write(write)
+
+    async def forget_deliveries(self) -> int:
+        """Delete the deliveries remembered past their time; returns how many."""
+
+        def forget(conn: Connection) -> int:
+            return int(conn.execute(_FORGET_DELIVERIES, {"now": _now()}).rowcount)
+
+        return await self._write(forget)
 
     # The callback log
 
@@ -769,25 +775,21 @@ def _document_query() -> Any:
 
 
 def _document(conn: Connection, document_id: str) -> DocumentRecord:
-    row = conn.execute(_document_query().where(documents.c.id == document_id)).first()
+    row = conn.execute(_DOCUMENT, {"b_document": document_id}).first()
     if row is None:
         raise NotFound(f"no document {document_id}")
     return _document_record(row)
 
 
 def _lock_document(conn: Connection, document_id: str) -> DocumentRecord:
-    row = conn.execute(
-        select(documents.c.id).where(documents.c.id == document_id).with_for_update()
-    ).first()
+    row = conn.execute(_LOCK_DOCUMENT, {"b_document": document_id}).first()
     if row is None:
         raise NotFound(f"no document {document_id}")
     return _document(conn, document_id)
 
 
 def _last_number(conn: Connection, document_id: str) -> int:
-    number = conn.scalar(
-        select(func.max(versions.c.number)).where(versions.c.document_id == document_id)
-    )
+    number = conn.scalar(_LAST_NUMBER, {"b_document": document_id})
     return int(number or 0)
 
 
@@ -801,9 +803,8 @@ def _insert_version(
     values = asdict(version)
     values["history"] = dict(version.history) if version.history else None
     conn.execute(
-        insert(versions).values(
-            document_id=document_id, number=number, created=now, **values
-        )
+        _INSERT_VERSION,
+        {"document_id": document_id, "number": number, "created": now, **values},
     )
 
 
@@ -811,18 +812,19 @@ def _insert_key(
     conn: Connection, key: str, document_id: str, version: int, now: datetime
 ) -> None:
     conn.execute(
-        insert(keys).values(
-            key=key, document_id=document_id, version=version, created=now, editors=[]
-        )
+        _INSERT_KEY,
+        {
+            "key": key,
+            "document_id": document_id,
+            "version": version,
+            "created": now,
+            "editors": [],
+        },
     )
 
 
 def _retire_key(conn: Connection, key: str, now: datetime) -> None:
-    conn.execute(
-        update(keys)
-        .where(keys.c.key == key, keys.c.retired.is_(None))
-        .values(retired=now, editors=[])
-    )
+    conn.execute(_RETIRE_KEY, {"b_key": key, "b_now": now})
 
 
 def _first_delivery(
@@ -833,12 +835,12 @@ def _first_delivery(
     expires: datetime,
 ) -> bool:
     """Record a delivery; False when it was recorded before. Forgets old ones."""
-    conn.execute(_FORGET_DELIVERIES, {"now": _now()})
     values = {
         "fingerprint": fingerprint,
         "document_id": document_id,
         "status": status,
         "expires": expires,
+        "now": _now(),
     }
     statement = _FIRST_DELIVERY[conn.dialect.name == "sqlite"]
     return conn.execute(statement, values).first() is not None
@@ -852,7 +854,8 @@ _VERSION = select(versions).where(
     versions.c.number == bindparam("b_number"),
 )
 _DELIVERED = select(deliveries.c.fingerprint).where(
-    deliveries.c.fingerprint == bindparam("b_fingerprint")
+    deliveries.c.fingerprint == bindparam("b_fingerprint"),
+    deliveries.c.expires >= bindparam("now", type_=deliveries.c.expires.type),
 )
 _SET_EDITORS_UNSIGNED = (
     update(keys)
@@ -866,14 +869,51 @@ _SET_EDITORS = _SET_EDITORS_UNSIGNED.where(
     keys.c.editors_signed.is_(None) | (keys.c.editors_signed <= bindparam("b_signed"))
 )
 _LOG_CALLBACK = insert(callbacks)
+_LOCK_DOCUMENT = (
+    select(documents.c.id)
+    .where(documents.c.id == bindparam("b_document"))
+    .with_for_update()
+)
+_UPDATE_DOCUMENT = update(documents).where(documents.c.id == bindparam("b_document"))
+_LAST_NUMBER = select(func.max(versions.c.number)).where(
+    versions.c.document_id == bindparam("b_document")
+)
+_INSERT_VERSION = insert(versions)
+_INSERT_KEY = insert(keys)
+_KEY_VERSION = update(keys).where(keys.c.key == bindparam("b_key"))
+_RETIRE_KEY = (
+    update(keys)
+    .where(keys.c.key == bindparam("b_key"), keys.c.retired.is_(None))
+    .values(retired=bindparam("b_now", type_=keys.c.retired.type), editors=[])
+)
+_DOCUMENTS = _document_query().order_by(documents.c.updated)
+_DOCUMENT = _document_query().where(documents.c.id == bindparam("b_document"))
 _FORGET_DELIVERIES = delete(deliveries).where(
     deliveries.c.expires < bindparam("now", type_=deliveries.c.expires.type)
 )
+
+
+def _first_delivery_statement(dialect: Any) -> Any:
+    """Insert a delivery, or take the place of one whose time is up.
+
+    RETURNING gives a row either way, and none when the delivery is still
+    remembered; the expired ones are deleted now and then, not each time.
+    """
+    new = dialect.insert(deliveries)
+    return new.on_conflict_do_update(
+        index_elements=[deliveries.c.fingerprint],
+        set_={
+            "document_id": new.excluded.document_id,
+            "status": new.excluded.status,
+            "expires": new.excluded.expires,
+        },
+        where=deliveries.c.expires < bindparam("now", type_=deliveries.c.expires.type),
+    ).returning(deliveries.c.fingerprint)
+
+
 # Indexed by "is SQLite": each dialect spells ON CONFLICT with its own insert.
 _FIRST_DELIVERY = {
-    is_sqlite: dialect.insert(deliveries)
-    .on_conflict_do_nothing()
-    .returning(deliveries.c.fingerprint)
+    is_sqlite: _first_delivery_statement(dialect)
     for is_sqlite, dialect in ((True, sqlite), (False, postgresql))
 }
 

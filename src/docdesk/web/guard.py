@@ -19,6 +19,7 @@ request is refused, since who sent it can no longer be told.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -157,6 +158,8 @@ def _within(address: _IPAddress, networks: Sequence[Network]) -> bool:
     return any(form in network for network in networks for form in forms)
 
 
+# The same few peers call again and again: parsing was a tenth of a callback.
+@functools.lru_cache(maxsize=4096)
 def _parse_address(text: str) -> _IPAddress | None:
     try:
         address = ipaddress.ip_address(text)
