@@ -195,11 +195,13 @@ def judge(checks: list[Check], results: list[dict[str, Any]]) -> list[Target]:
         by_unit[check.suite, check.unit].append(check)
     named = {result["name"]: result for result in results if "error" not in result}
     return [
+        # One row counts each kill once; the rows of each check beside it
+        # count every kill, those after the answer too, and are shown only.
         counted(
             "saves kept across kills",
-            by_unit["crash", "kill"],
+            by_unit["crash", "kill in the save path"],
             at_least=500,
-            wanted="0 lost or corrupted across >= 500 kills",
+            wanted="0 lost or corrupted across >= 500 kills inside the save path",
         ),
         counted(
             "hostile callbacks without a write or an off-origin fetch",
