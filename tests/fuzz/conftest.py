@@ -79,12 +79,15 @@ class Counts:
 
     Hostile examples and genuine ones (mixed in to prove that the checks
     can fail) are counted apart: ``tried`` and ``held`` are the hostile
-    ones; ``genuine`` were tried and ``genuine_seen`` were seen to act.
+    ones; ``genuine`` were tried and ``genuine_seen`` were seen to act. The
+    genuine ones go to the tally under a unit of their own, so that no
+    target counts them as hostile.
     """
 
     check: str
     unit: str
     genuine_label: str = "genuine saves mixed in are seen as writes"
+    genuine_unit: str = "genuine save"
     tried: int = 0
     held: int = 0
     writes: int = 0
@@ -126,6 +129,6 @@ class Counts:
                 f"{self.check}: {self.genuine_label}",
                 tried=self.genuine,
                 held=self.genuine_seen,
-                unit=self.unit,
+                unit=self.genuine_unit,
                 detail="proves the check can fail",
             )
