@@ -28,8 +28,9 @@ __all__ = ["Counts", "examples", "profile_name"]
 PROFILE_VARIABLE = "HYPOTHESIS_PROFILE"
 
 # Examples per unit of share: the normal suite's folder runs in well under a
-# minute on two cores; the fuzz profile makes over 10,000 callbacks.
-PROFILES = {"default": 50, "fuzz": 1500}
+# minute on two cores; the fuzz profile makes over 10,000 hostile callbacks,
+# genuine saves left out.
+PROFILES = {"default": 50, "fuzz": 1600}
 
 # "fuzz" is registered under its own name, so ``--hypothesis-profile=fuzz``
 # works too; "default" cannot be: re-registering Hypothesis's own default
@@ -94,16 +95,25 @@ class Counts:
     off_origin: int = 0
     genuine: int = 0
     genuine_seen: int = 0
+    # Examples whose valid signed status 1 or 4 recorded its editors.
+    editors_recorded: int = 0
 
-    def observe(self, seen: Seen, *, genuine: bool = False) -> None:
-        """Count one example as tried; the caller calls ``hold`` if all held."""
+    def observe(
+        self, seen: Seen, *, genuine: bool = False, wrote: bool | None = None
+    ) -> None:
+        """Count one example as tried; the caller calls ``hold`` if all held.
+
+        ``wrote`` says whether a hostile example wrote what it must not,
+        where some write is its due (a signed status 1 records its editors,
+        whatever the body beside the token says); by default, any write.
+        """
         self.off_origin += seen.fetched_off_origin
         if genuine:
             self.genuine += 1
             self.genuine_seen += seen.wrote
         else:
             self.tried += 1
-            self.writes += seen.wrote
+            self.writes += seen.wrote if wrote is None else wrote
 
     def hold(self, *, genuine: bool = False) -> None:
         if not genuine:
