@@ -149,7 +149,9 @@ def start_docdesk(
     """``docdesk serve`` on the embedded defaults, in its own process.
 
     No Document Server is set unless ``environment`` sets one, so the
-    simulator is mounted; ``secret`` is the JWT secret both share.
+    simulator is mounted; ``secret`` is the JWT secret both share. It logs
+    at its default level, info, into ``log``: the line it writes for each
+    callback and request costs here what it costs in production.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCDESK_")}
     env.update(DOCDESK_DATA_DIR=str(data_dir), DOCDESK_JWT_SECRET=secret)
@@ -161,7 +163,6 @@ def start_docdesk(
     command = [
         *runner,
         *("-m", "docdesk", "serve", "--host", "127.0.0.1", "--port", str(port)),
-        *("--log-level", "warning"),
     ]
     return _start(processes, command, env, port, log)
 
@@ -217,18 +218,10 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def serve_bare(port: int) -> None:
     import uvicorn
 
-    # docdesk serve's own uvicorn settings (docdesk.cli), so that the two
-    # differ only in the app.
-    uvicorn.run(
-        bare_app,
-        host="127.0.0.1",
-        port=port,
-        access_log=False,
-        log_config=None,
-        log_level="warning",
-        server_header=False,
-        proxy_headers=False,
-    )
+    from docdesk.cli import uvicorn_options
+
+    # docdesk serve's own options, taken from it: the two differ in the app.
+    uvicorn.run(bare_app, host="127.0.0.1", port=port, **uvicorn_options())
 
 
 # The load.
