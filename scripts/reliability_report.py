@@ -1,10 +1,10 @@
 """Write docs/reliability.md from the suites and the benchmarks.
 
-Runs the whole test suite at the report's volume (500 kills, the fuzz
-profile, a longer load run), with every suite that proves a property
-counting what it tried into a tally (tests/tally.py), then the benchmarks,
-each of which ends with a ``RESULT {json}`` line. The report is rendered
-from those counts and figures alone: nothing in it is typed by hand.
+Runs the whole test suite at the report's volume (500 kills inside the save
+path, the fuzz profile, a longer load run), with every suite that proves a
+property counting what it tried into a tally (tests/tally.py), then the
+benchmarks, each of which ends with a ``RESULT {json}`` line. The report is
+rendered from those counts and figures alone: nothing in it is typed by hand.
 
     make report                    # the full run (takes a while)
     python scripts/reliability_report.py --quick   # default volumes
