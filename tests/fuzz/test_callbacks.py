@@ -2,11 +2,12 @@
 
 Every example is a callback built from independent choices: the link it is
 posted to, the token (honest or forged one of many ways), where the token
-sits, and the claims inside. When every choice is the honest one the
-example is a genuine save, and the service must write it: that proves the
-no-write check can fail. Otherwise nothing may be written, nothing fetched
-(not even from the Document Server), no answer may be a 5xx, and no log
-may hold the secret, a token or a whole signed link.
+sits, the claims inside, and the plain fields beside it. When the link, the
+token, its place and its claims are the honest ones the example is a
+genuine save, and the service must write it: that proves the no-write check
+can fail. Otherwise nothing may be written, nothing fetched (not even from
+the Document Server), no answer may be a 5xx, and no log may hold the
+secret, a token or a whole signed link.
 
 Only the signed claims may be believed, so the plain fields beside the
 token (url, key, status, users) contradict it in many examples: a genuine
