@@ -10,9 +10,10 @@ replay without doing the work again, which would flatter it.
 
 wrk's Lua script checks every answer's body, not only its status, and says
 when it ran out of prepared requests and had to replay some. While wrk
-runs, the CPU time of wrk and of the server are read from ``/proc``: a server
-near one whole core and a wrk well below it show that the load generator
-was not the bottleneck.
+runs, the CPU time of wrk, of the server and of the whole machine are read
+from ``/proc``: a server near one whole core and a wrk well below it show
+that the load generator was not the bottleneck, and a machine with no core
+to spare, that other processes took a share (the machine may be shared).
 
 Run as a script, this module serves the bare ASGI app the callback
 benchmark compares docdesk with::
@@ -51,6 +52,7 @@ __all__ = [
     "Load",
     "Server",
     "bare_app",
+    "bottleneck",
     "print_result",
     "print_table",
     "run_folder",
@@ -63,6 +65,8 @@ __all__ = [
 HERE = Path(__file__).resolve().parent
 STARTUP_TIMEOUT = 30.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# A process using this much of a core or more is taken to be CPU-bound.
+CPU_BOUND = 0.9
 
 # Each wrk thread starts at its own line and steps by the number of threads,
 # so no two threads send the same request. Every answer is checked.
@@ -149,7 +153,9 @@ def start_docdesk(
     """``docdesk serve`` on the embedded defaults, in its own process.
 
     No Document Server is set unless ``environment`` sets one, so the
-    simulator is mounted; ``secret`` is the JWT secret both share.
+    simulator is mounted; ``secret`` is the JWT secret both share. It logs
+    at its default level, info, into ``log``: the line it writes for each
+    callback and request costs here what it costs in production.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCDESK_")}
     env.update(DOCDESK_DATA_DIR=str(data_dir), DOCDESK_JWT_SECRET=secret)
@@ -161,7 +167,6 @@ def start_docdesk(
     command = [
         *runner,
         *("-m", "docdesk", "serve", "--host", "127.0.0.1", "--port", str(port)),
-        *("--log-level", "warning"),
     ]
     return _start(processes, command, env, port, log)
 
@@ -217,18 +222,10 @@ async def bare_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def serve_bare(port: int) -> None:
     import uvicorn
 
-    # docdesk serve's own uvicorn settings (docdesk.cli), so that the two
-    # differ only in the app.
-    uvicorn.run(
-        bare_app,
-        host="127.0.0.1",
-        port=port,
-        access_log=False,
-        log_config=None,
-        log_level="warning",
-        server_header=False,
-        proxy_headers=False,
-    )
+    from docdesk.cli import uvicorn_options
+
+    # docdesk serve's own options, taken from it: the two differ in the app.
+    uvicorn.run(bare_app, host="127.0.0.1", port=port, **uvicorn_options())
 
 
 # The load.
@@ -260,6 +257,8 @@ class Load:
     server_cpu: float
     """The server's CPU time over the run's wall time: 1.0 is one core."""
     wrk_cpu: float
+    machine_cpu: float
+    """The cores every process on the machine kept busy, the run's too."""
 
     @property
     def per_second(self) -> float:
@@ -291,11 +290,15 @@ def run_wrk(
 
     server_before = _cpu_seconds(server.process.pid)
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    machine_before = _machine_ticks()
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
+    machine_after = _machine_ticks()
     children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = (_cpu_seconds(server.process.pid) - server_before) / wall
+    busy, total = (a - b for a, b in zip(machine_after, machine_before, strict=True))
+    machine_cpu = (os.cpu_count() or 1) * busy / max(total, 1)
     wrk_cpu = (
         children_after.ru_utime
         + children_after.ru_stime
@@ -307,7 +310,20 @@ def run_wrk(
     if done.returncode != 0 or line is None:
         raise BenchmarkError(f"wrk failed:\n{done.stdout}\n{done.stderr}")
     figures = json.loads(line.removeprefix("WRK "))
-    return Load(**figures, server_cpu=server_cpu, wrk_cpu=wrk_cpu)
+    return Load(
+        **figures, server_cpu=server_cpu, wrk_cpu=wrk_cpu, machine_cpu=machine_cpu
+    )
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """Busy and all clock ticks of every core so far, from ``/proc/stat``."""
+    ticks = [
+        int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ]
+    # user nice system idle iowait irq softirq steal; guests are in user.
+    idle = ticks[3] + ticks[4]
+    total = sum(ticks[:8])
+    return total - idle, total
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -328,12 +344,35 @@ def run_folder(workdir: Path, prefix: str) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def bottleneck(server: str, loads: Sequence[Load]) -> str:
+    """What set the pace of these runs, read from their own CPU figures."""
+    cpu = median([load.server_cpu for load in loads])
+    wrk = median([load.wrk_cpu for load in loads])
+    machine = median([load.machine_cpu for load in loads])
+    cores = os.cpu_count() or 1
+    shares = (
+        f"{server} {cpu:.0%}, wrk {wrk:.0%} of a core,"
+        f" every process {machine:.1f} of {cores} cores"
+    )
+    if cpu >= CPU_BOUND:
+        return f"{server} was CPU-bound ({shares})"
+    if wrk >= CPU_BOUND:
+        return f"wrk, the load generator, was CPU-bound ({shares})"
+    if machine >= CPU_BOUND * cores:
+        return f"the machine had no core to spare ({shares})"
+    return (
+        f"no process was CPU-bound ({shares}): {server} spent part of the run"
+        " waiting (on I/O, a lock, or a core to run on)"
+    )
+
+
 def describe_load(name: str, load: Load, *, replays_matter: bool = True) -> str:
     """One line for a run; replays count only where they spare the server work."""
     return (
         f"{name}: {load.per_second:,.0f}/s ({load.requests} in {load.seconds:.1f} s), "
         f"p50 {load.p50_ms:.1f} ms, p99 {load.p99_ms:.1f} ms, "
         f"CPU server {load.server_cpu:.0%} wrk {load.wrk_cpu:.0%}"
+        f" machine {load.machine_cpu:.1f} cores"
         + (f", {load.bad} bad answers" if load.bad else "")
         + (f", {load.socket_errors} socket errors" if load.socket_errors else "")
         + (

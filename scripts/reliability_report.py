@@ -1,16 +1,17 @@
 """Write docs/reliability.md from the suites and the benchmarks.
 
-Runs the whole test suite at the report's volume (500 kills, the fuzz
-profile, a longer load run), with every suite that proves a property
-counting what it tried into a tally (tests/tally.py), then the benchmarks,
-each of which ends with a ``RESULT {json}`` line. The report is rendered
-from those counts and figures alone: nothing in it is typed by hand.
+Runs the whole test suite at the report's volume (500 kills inside the save
+path, the fuzz profile, a longer load run), with every suite that proves a
+property counting what it tried into a tally (tests/tally.py), then the
+benchmarks, each of which ends with a ``RESULT {json}`` line. The report is
+rendered from those counts and figures alone: nothing in it is typed by hand.
 
     make report                    # the full run (takes a while)
     python scripts/reliability_report.py --quick   # default volumes
 
 The exit status is 0 when the suite passed and every target was met, 1
-otherwise, and the report is written either way.
+otherwise, and the report is written either way. A target that was not
+measured fails the full run; a --quick preview lets it pass.
 """
 
 from __future__ import annotations
@@ -92,8 +93,21 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(suite, checks, results, targets, quick=args.quick))
     print(f"wrote {args.out.relative_to(ROOT)}")
+    unmeasured = [target.name for target in targets if target.met is None]
+    if unmeasured:
+        print("not measured:", "; ".join(unmeasured))
+    return exit_status(suite, targets, quick=args.quick)
+
+
+def exit_status(suite: dict[str, Any], targets: list[Target], *, quick: bool) -> int:
+    """0 when the suite passed and every target was met, else 1.
+
+    A preview leaves some targets unmeasured on purpose; the report itself
+    must measure every one.
+    """
     passed = suite["failed"] == 0 and suite["errors"] == 0
-    return 0 if passed and all(t.met is not False for t in targets) else 1
+    met = all(t.met or (t.met is None and quick) for t in targets)
+    return 0 if passed and met else 1
 
 
 # Running.
@@ -195,11 +209,13 @@ def judge(checks: list[Check], results: list[dict[str, Any]]) -> list[Target]:
         by_unit[check.suite, check.unit].append(check)
     named = {result["name"]: result for result in results if "error" not in result}
     return [
+        # One row counts each kill once; the rows of each check beside it
+        # count every kill, those after the answer too, and are shown only.
         counted(
             "saves kept across kills",
-            by_unit["crash", "kill"],
+            by_unit["crash", "kill in the save path"],
             at_least=500,
-            wanted="0 lost or corrupted across >= 500 kills",
+            wanted="0 lost or corrupted across >= 500 kills inside the save path",
         ),
         counted(
             "hostile callbacks without a write or an off-origin fetch",
@@ -324,8 +340,9 @@ def render(
         "| target | wanted | measured | met | short by |",
         "|---|---|---|---|---|",
     ]
+    unmeasured = "not measured" if quick else "**not measured**"
     for target in targets:
-        met = {True: "yes", False: "**no**", None: "not measured"}[target.met]
+        met = {True: "yes", False: "**no**", None: unmeasured}[target.met]
         lines.append(
             f"| {target.name} | {target.wanted} | {target.measured} | {met} "
             f"| {target.shortfall} |"

@@ -16,23 +16,13 @@ from docdesk.settings import SIMULATOR_PATH, Settings
 from docdesk.testing import ControlClient, fast_settings, serve_app_at
 from docdesk.web import create_app
 from seaweed import SeaweedFS, Unavailable, running_seaweedfs
+from servers import unavailable
 
 # Where the PostgreSQL tests create their throwaway database. CI starts a
 # server there (.ci/run); elsewhere the tests say how to get one and skip.
 POSTGRES_ADMIN_URL = os.environ.get(
     "DOCDESK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
-
-
-# .ci/run sets this: there, a server the tests can't reach fails them.
-REQUIRE_SERVERS = os.environ.get("DOCDESK_TEST_REQUIRE_SERVERS") == "1"
-
-
-def unavailable(reason: str) -> None:
-    """Skip a test whose server is missing, or fail it where CI needs it."""
-    if REQUIRE_SERVERS:
-        pytest.fail(reason)
-    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
-from docdesk.cli import main
+from docdesk.cli import main, uvicorn_options
 from docdesk.editor import User
 from docdesk.errors import ConfigurationError
 from docdesk.formats import blank_document
@@ -820,6 +820,17 @@ def test_serve_on_loopback_starts_open_as_before(
 
     assert result.exit_code == 0, result.stderr
     assert [call["host"] for call in bound] == [host]
+
+
+def test_serve_runs_uvicorn_with_the_options_the_benchmarks_take_from_it(
+    shell: CliRunner, bound: list[dict[str, Any]]
+) -> None:
+    result = shell.invoke(main, ["serve"])
+
+    assert result.exit_code == 0, result.stderr
+    [options] = bound
+    assert (options.pop("host"), options.pop("port")) == ("127.0.0.1", 8000)
+    assert options == uvicorn_options()
 
 
 def test_serve_beyond_loopback_starts_with_tokens(

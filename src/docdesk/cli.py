@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from docdesk.doctor import Check
     from docdesk.transfer import TransferReport
 
-__all__ = ["main"]
+__all__ = ["main", "uvicorn_options"]
 
 logger = logging.getLogger("docdesk")
 
@@ -994,22 +994,28 @@ def _run_server(app: ASGIApp, host: str, port: int) -> None:
     """Serve until interrupted; docdesk logs its own requests and addresses."""
     import uvicorn
 
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
+    uvicorn.run(app, host=host, port=port, **uvicorn_options())
+
+
+def uvicorn_options() -> dict[str, Any]:
+    """The options ``docdesk serve`` gives ``uvicorn.run``, host and port aside.
+
+    The benchmarks serve their baselines with them too, so that the two
+    sides differ only in the app.
+    """
+    return {
         # The request log leaves out query strings, which hold signatures.
-        access_log=False,
-        log_config=None,
-        server_header=False,
+        "access_log": False,
+        "log_config": None,
+        "server_header": False,
         # The guard reads X-Forwarded-For itself, from trusted proxies only.
-        proxy_headers=False,
+        "proxy_headers": False,
         # Idle connections outlive the clients' own pools (httpx keeps them
         # 5 s, uvicorn's default too): a server closing one just as a
         # client reuses it loses that request, and the DS never resends a
         # status 1, 4, 6 or 7. nginx's default, for the same reason.
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-    )
+        "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+    }
 
 
 def _settings(**kwargs: object) -> Settings:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -138,7 +139,7 @@ class Service:
             self._spare = self._spawn()
         if not self._spare_ready:
             assert self._spare.stdout is not None
-            assert self._spare.stdout.readline() == b"ready\n"
+            assert _read_line(self._spare.stdout, STARTUP_TIMEOUT) == b"ready\n"
             self._spare_ready = True
 
     def start(self) -> Output:
@@ -241,6 +242,28 @@ class Service:
         return answer
 
 
+def _read_line(pipe: IO[bytes], timeout: float) -> bytes:
+    """The next line from ``pipe``, whatever came of it at end of file.
+
+    A byte at a time, straight from the descriptor: the pipe's own buffer
+    must not take what comes after the line from the thread that reads it
+    next (:class:`Output`).
+    """
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        assert left > 0, f"no whole line in {timeout:g} s, only {line!r}"
+        readable, _, _ = select.select([pipe], [], [], left)
+        if not readable:
+            continue
+        byte = os.read(pipe.fileno(), 1)
+        if not byte:
+            break
+        line += byte
+    return line
+
+
 def _close_pipes(process: subprocess.Popen[bytes]) -> None:
     for pipe in (process.stdin, process.stdout):
         if pipe is not None:
@@ -273,6 +296,8 @@ class Throttle:
     """
 
     CHUNK = 65_536
+    # Far above the simulator's answer on loopback; reached only if it hangs.
+    LIE_LIMIT = 30.0
 
     def __init__(self, upstream_port: int, rate: float) -> None:
         self.upstream_port = upstream_port
@@ -402,16 +427,28 @@ class Throttle:
         writer: asyncio.StreamWriter,
         by: int,
     ) -> None:
-        """The upstream's answer, its Content-Length off by ``by``, then EOF."""
-        while b"\r\n\r\n" not in data:
-            data += await reader.read(self.CHUNK)
-        head, _, body = data.partition(b"\r\n\r\n")
-        found = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-        assert found is not None, head
-        length = int(found[1])
+        """The upstream's answer, its Content-Length off by ``by``, then EOF.
+
+        An upstream that closes or hangs before its answer is whole gets
+        the connection closed instead, with no lie told: the test that
+        queued one then finds none in ``lied_about``.
+        """
+        try:
+            async with asyncio.timeout(self.LIE_LIMIT):
+                while b"\r\n\r\n" not in data:
+                    more = await reader.read(self.CHUNK)
+                    if not more:
+                        return
+                    data += more
+                head, _, body = data.partition(b"\r\n\r\n")
+                found = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                assert found is not None, head
+                length = int(found[1])
+                body += await reader.readexactly(length - len(body))
+        except (TimeoutError, asyncio.IncompleteReadError):
+            return
         declared = f"\r\nContent-Length: {length + by}".encode()
         writer.write(head[: found.start()] + declared + head[found.end() :])
-        body += await reader.readexactly(length - len(body))
         self.lied_about.append(body)
         writer.write(b"\r\n\r\n" + body)
         await writer.drain()

@@ -22,6 +22,7 @@ __all__ = [
     "Request",
     "check_genuine",
     "check_hostile",
+    "check_quiet",
     "save_fields",
     "send",
     "signed",
@@ -77,6 +78,11 @@ def check_hostile(seen: Seen, response: httpx.Response) -> None:
     """What every callback that is not a genuine save must leave behind."""
     assert response.status_code < 500, response.text
     assert not seen.wrote, seen.changes()
+    check_quiet(seen)
+
+
+def check_quiet(seen: Seen) -> None:
+    """Nothing fetched, nothing connected to, nothing secret in a log."""
     assert seen.origin_requests == [], "a hostile callback fetched a file"
     assert seen.off_origin == []
     assert seen.trapped == 0

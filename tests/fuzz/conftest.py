@@ -28,8 +28,9 @@ __all__ = ["Counts", "examples", "profile_name"]
 PROFILE_VARIABLE = "HYPOTHESIS_PROFILE"
 
 # Examples per unit of share: the normal suite's folder runs in well under a
-# minute on two cores; the fuzz profile makes over 10,000 callbacks.
-PROFILES = {"default": 50, "fuzz": 1500}
+# minute on two cores; the fuzz profile makes over 10,000 hostile callbacks,
+# genuine saves left out.
+PROFILES = {"default": 50, "fuzz": 1600}
 
 # "fuzz" is registered under its own name, so ``--hypothesis-profile=fuzz``
 # works too; "default" cannot be: re-registering Hypothesis's own default
@@ -79,28 +80,40 @@ class Counts:
 
     Hostile examples and genuine ones (mixed in to prove that the checks
     can fail) are counted apart: ``tried`` and ``held`` are the hostile
-    ones; ``genuine`` were tried and ``genuine_seen`` were seen to act.
+    ones; ``genuine`` were tried and ``genuine_seen`` were seen to act. The
+    genuine ones go to the tally under a unit of their own, so that no
+    target counts them as hostile.
     """
 
     check: str
     unit: str
     genuine_label: str = "genuine saves mixed in are seen as writes"
+    genuine_unit: str = "genuine save"
     tried: int = 0
     held: int = 0
     writes: int = 0
     off_origin: int = 0
     genuine: int = 0
     genuine_seen: int = 0
+    # Examples whose valid signed status 1 or 4 recorded its editors.
+    editors_recorded: int = 0
 
-    def observe(self, seen: Seen, *, genuine: bool = False) -> None:
-        """Count one example as tried; the caller calls ``hold`` if all held."""
+    def observe(
+        self, seen: Seen, *, genuine: bool = False, wrote: bool | None = None
+    ) -> None:
+        """Count one example as tried; the caller calls ``hold`` if all held.
+
+        ``wrote`` says whether a hostile example wrote what it must not,
+        where some write is its due (a signed status 1 records its editors,
+        whatever the body beside the token says); by default, any write.
+        """
         self.off_origin += seen.fetched_off_origin
         if genuine:
             self.genuine += 1
             self.genuine_seen += seen.wrote
         else:
             self.tried += 1
-            self.writes += seen.wrote
+            self.writes += seen.wrote if wrote is None else wrote
 
     def hold(self, *, genuine: bool = False) -> None:
         if not genuine:
@@ -126,6 +139,6 @@ class Counts:
                 f"{self.check}: {self.genuine_label}",
                 tried=self.genuine,
                 held=self.genuine_seen,
-                unit=self.unit,
+                unit=self.genuine_unit,
                 detail="proves the check can fail",
             )

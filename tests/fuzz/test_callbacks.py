@@ -2,19 +2,29 @@
 
 Every example is a callback built from independent choices: the link it is
 posted to, the token (honest or forged one of many ways), where the token
-sits, and the claims inside. When every choice is the honest one the
-example is a genuine save, and the service must write it: that proves the
-no-write check can fail. Otherwise nothing may be written, nothing fetched
-(not even from the Document Server), no answer may be a 5xx, and no log
-may hold the secret, a token or a whole signed link.
+sits, the claims inside, and the plain fields beside it. When the link, the
+token, its place and its claims are the honest ones the example is a
+genuine save, and the service must write it: that proves the no-write check
+can fail. Otherwise nothing may be written, nothing fetched (not even from
+the Document Server), no answer may be a 5xx, and no log may hold the
+secret, a token or a whole signed link.
+
+Only the signed claims may be believed, so the plain fields beside the
+token (url, key, status, users) contradict it in many examples: a genuine
+save must still fetch and keep the token's file, not the body's, and a
+signed status 1 or 4 (some lies leave one standing, such as a status 1 body
+token over a save in the header) may record the editors its token names and
+nothing else: no version, no fetch, not the body's users.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import pytest
 from hypothesis import given
@@ -27,13 +37,14 @@ from .callbacks import (
     Request,
     check_genuine,
     check_hostile,
+    check_quiet,
     save_fields,
     send,
     signed,
 )
 from .conftest import Counts, examples
 from .forgery import Forgery, forgeries
-from .rig import Rig, sign
+from .rig import CACHE, Document, Rig, Seen, Snapshot, docx, sign
 from .urls import hostile_urls
 
 HONEST = "honest"
@@ -61,6 +72,12 @@ PLACEMENTS = (
     "no token at all",
 )
 HONEST_PLACEMENTS = ("body and header", "body", "header", "header unwrapped")
+# Placements whose one valid token is a status 1: it is believed, and the
+# save claims beside it are not.
+STATUS_1_PLACEMENTS = (
+    "a valid status 1 body token over a save in the header",
+    "a payload that says status 1 beside save claims",
+)
 CLAIMS = (
     "a status 1 token with save fields beside it",
     "a status 4 token with save fields beside it",
@@ -80,6 +97,19 @@ CLAIMS = (
     "an unknown forcesavetype",
     "a history that is not an object",
 )
+OTHER_KEY = "the other document's key"
+KEY_LIES = (OTHER_KEY, "a key never issued", "no key", "a key that is not a string")
+STATUS_1_CLAIMS = "a status 1 token with save fields beside it"
+STATUS_4_CLAIMS = "a status 4 token with save fields beside it"
+# Plain body fields that contradict the signed claims.
+PLAIN = (
+    "a url off the origin",
+    "another file on the origin",
+    OTHER_KEY,
+    "another status",
+    "other users",
+)
+INTRUDER = "not-an-editor"
 
 
 def _dimension(hostile: tuple[str, ...]) -> st.SearchStrategy[str]:
@@ -94,25 +124,44 @@ class Plan:
     honest_placement: str
     forgery: Forgery | None
     claims: str
+    plain: tuple[str, ...]
     status: int
     text: str
     number: int
 
     @property
-    def saves(self) -> str | None:
-        """Which document a genuine save this plan makes is for, if it is one.
+    def acts_on(self) -> str | None:
+        """The document whose valid signed claims the service must act on.
 
         Two lies can cancel out: the other document's own link with the
-        other document's key, under an honest token, is a genuine save of
-        the other document (the suite found it).
+        other document's key, under an honest token, is a callback for the
+        other document (the suite found it).
         """
-        if self.placement != HONEST or self.forgery is not None:
+        if self.forgery is not None:
             return None
-        if (self.address, self.claims) == (HONEST, HONEST):
-            return "target"
-        if (self.address, self.claims) == (OWN_LINK, "the other document's key"):
-            return "other"
+        if self.placement != HONEST and self.placement not in STATUS_1_PLACEMENTS:
+            return None
+        link = {HONEST: "target", OWN_LINK: "other"}.get(self.address)
+        key = None if self.claims in KEY_LIES else "target"
+        if self.claims == OTHER_KEY:
+            key = "other"
+        return link if link == key else None
+
+    @property
+    def saves(self) -> str | None:
+        """Which document a genuine save this plan makes is for, if it is one."""
+        if self.placement == HONEST and self.claims in (HONEST, OTHER_KEY):
+            return self.acts_on
         return None
+
+    @property
+    def records(self) -> int | None:
+        """The status, 1 or 4, of a valid signed no-save callback in the plan."""
+        if self.acts_on is None:
+            return None
+        if self.placement in STATUS_1_PLACEMENTS:
+            return 1
+        return {STATUS_1_CLAIMS: 1, STATUS_4_CLAIMS: 4}.get(self.claims)
 
     @property
     def genuine(self) -> bool:
@@ -128,6 +177,10 @@ def plans(rig: Rig) -> st.SearchStrategy[Plan]:
         honest_placement=st.sampled_from(HONEST_PLACEMENTS),
         forgery=st.one_of(st.none(), forgeries(trap)),
         claims=_dimension(CLAIMS),
+        plain=st.one_of(
+            st.just(()),
+            st.lists(st.sampled_from(PLAIN), min_size=1, unique=True).map(tuple),
+        ),
         status=st.sampled_from([2, 6]),
         text=st.text(max_size=40),
         number=st.integers(0, 2**31),
@@ -216,14 +269,41 @@ def _claims(rig: Rig, plan: Plan, key: str) -> tuple[dict[str, Any], dict[str, A
     return claims, claims
 
 
+def _plain(
+    rig: Rig, plan: Plan, claims: dict[str, Any], fields: dict[str, Any]
+) -> dict[str, Any]:
+    """The body's plain fields, with the plan's contradictions of the token."""
+    lie: dict[str, Any] = {}
+    for kind in plan.plain:
+        match kind:
+            case "a url off the origin":
+                port = rig.trap.port
+                lie["url"] = f"http://127.0.0.1:{port}{CACHE}plain/output.docx"
+            case "another file on the origin":
+                name = f"{secrets.token_hex(6)}/plain.docx"
+                lie["url"] = rig.origin.put(name, docx("the body's own file"))
+            case "the other document's key":
+                lie["key"] = rig.current_key(rig.other)
+            case "another status":
+                saves = claims.get("status") not in (1, 4)
+                lie["status"] = [1, 4][plan.number % 2] if saves else 2
+            case "other users":
+                lie["users"] = [INTRUDER]
+    return {**fields, **lie}
+
+
 def _token(plan: Plan, claims: dict[str, Any]) -> Any:
     return plan.forgery.apply(claims) if plan.forgery else sign(claims)
 
 
-def build(rig: Rig, plan: Plan) -> Request:
-    """The request ``plan`` describes, for the document's current key."""
+def build(rig: Rig, plan: Plan) -> tuple[Request, dict[str, Any]]:
+    """The request ``plan`` describes, for the document's current key.
+
+    Also returns the claims the token states, whatever the body says.
+    """
     url = _address(rig, plan)
     claims, fields = _claims(rig, plan, rig.current_key(rig.target))
+    fields = _plain(rig, plan, claims, fields)
     body: dict[str, Any] = dict(fields)
     headers: dict[str, str] = {}
     wrapped = {"payload": claims}
@@ -266,37 +346,178 @@ def build(rig: Rig, plan: Plan) -> Request:
     rig.remember_link(claims.get("url"))
     rig.remember(body.get("token") if isinstance(body.get("token"), str) else None)
     rig.remember(*(value.partition(" ")[2] for value in headers.values()))
-    return Request(url, json.dumps(body).encode(), headers)
+    return Request(url, json.dumps(body).encode(), headers), claims
+
+
+def _new_rows(seen: Seen, table: str) -> list[dict[str, Any]]:
+    assert seen.before is not None
+    assert seen.after is not None
+    before = seen.before.tables[table].dicts()
+    return [row for row in seen.after.tables[table].dicts() if row not in before]
+
+
+def saved_otherwise(rig: Rig, seen: Seen, claims: dict[str, Any]) -> list[str]:
+    """How a save strayed from fetching and keeping its token's file, if it did."""
+    path = urlsplit(claims["url"]).path
+    content = rig.origin.files[path.removeprefix(CACHE)]
+    kept = [row["sha256"] for row in _new_rows(seen, "versions")]
+
+    wrong = []
+    if seen.origin_requests != [path]:
+        wrong.append(f"fetched {seen.origin_requests}, not the token's {path}")
+    if kept != [hashlib.sha256(content).hexdigest()]:
+        wrong.append("kept other bytes than the token's file")
+    return wrong
+
+
+def _keys(snapshot: Snapshot) -> dict[str, dict[str, Any]]:
+    rows = snapshot.tables["keys"].dicts()
+    return {row["key"]: {**row, "editors": json.loads(row["editors"])} for row in rows}
+
+
+def unexpected_writes(
+    seen: Seen, document: Document, key: str, status: int
+) -> list[str]:
+    """What changed beyond what a signed status 1 or 4 records, if anything.
+
+    It may set the editors of its key to those its token names (none for a
+    status 4) and remember its delivery, or, as a replay, do nothing.
+    """
+    assert seen.before is not None
+    assert seen.after is not None
+    before, after = seen.before, seen.after
+    untouched = set(before.tables) - {"keys", "deliveries"}
+    wrong = [
+        f"the {name} table"
+        for name in sorted(untouched)
+        if before.tables[name] != after.tables[name]
+    ]
+    if before.files != after.files:
+        wrong.append("the files")
+
+    # A callback with the same claims as one before is a replay, which
+    # changes nothing: the DS may send a status 1 twice.
+    keys_before, keys_after = _keys(before), _keys(after)
+    editors = [EDITOR] if status == 1 else []
+    recorded = {**keys_before[key], "editors": editors}
+    recorded["editors_signed"] = keys_after[key]["editors_signed"]
+    if keys_after not in (keys_before, {**keys_before, key: recorded}):
+        wrong.append(f"the keys, beyond editors {editors} on the signed key")
+
+    remembered = [
+        (row["document_id"], row["status"]) for row in _new_rows(seen, "deliveries")
+    ]
+    if remembered not in ([], [(document.id, status)]):
+        wrong.append(f"deliveries remembered: {remembered}")
+    deliveries = after.tables["deliveries"].dicts()
+    forgotten = [
+        row
+        for row in before.tables["deliveries"].dicts()
+        if row["expires"] >= after.taken and row not in deliveries
+    ]
+    if forgotten:
+        wrong.append(f"deliveries forgotten before they expired: {forgotten}")
+    return wrong
+
+
+def _try(rig: Rig, plan: Plan, counts: Counts, *, genuine_apart: bool) -> None:
+    """Send the plan's callback; only what its valid signed claims say may happen.
+
+    ``genuine_apart`` counts genuine saves apart from the hostile examples.
+    """
+    request, claims = build(rig, plan)
+    acted = rig.other if plan.acts_on == "other" else rig.target
+    key, versions = rig.current_key(acted), rig.versions(acted)
+
+    with rig.watch() as seen:
+        response = send(rig, request)
+
+    genuine = plan.genuine and genuine_apart
+    if plan.genuine:
+        wrong = saved_otherwise(rig, seen, claims)
+        counts.observe(seen, genuine=genuine, wrote=bool(wrong))
+        check_genuine(seen, response, rig.versions(acted) - versions)
+        assert wrong == [], seen.changes()
+    elif plan.records is not None:
+        wrong = unexpected_writes(seen, acted, key, plan.records)
+        counts.observe(seen, wrote=bool(wrong))
+        assert response.json() == {"error": 0}, response.text
+        assert wrong == [], seen.changes()
+        check_quiet(seen)
+        counts.editors_recorded += 1
+    else:
+        counts.observe(seen)
+        check_hostile(seen, response)
+    counts.hold(genuine=genuine)
 
 
 def test_hostile_callbacks_write_nothing_and_fetch_nothing(rig: Rig) -> None:
     counts = Counts(
-        "hostile callbacks (forged tokens, links, keys, claims)", "callback"
+        "hostile callbacks (forged tokens, links, keys, claims, plain fields)",
+        "callback",
     )
 
     @given(plan=plans(rig))
-    @examples(share=3.5)
+    @examples(share=3)
     def run(plan: Plan) -> None:
-        request = build(rig, plan)
-        saved = rig.other if plan.saves == "other" else rig.target
-        versions = rig.versions(saved)
-
-        with rig.watch() as seen:
-            response = send(rig, request)
-
-        counts.observe(seen, genuine=plan.genuine)
-        if plan.genuine:
-            check_genuine(seen, response, rig.versions(saved) - versions)
-        else:
-            check_hostile(seen, response)
-        counts.hold(genuine=plan.genuine)
+        _try(rig, plan, counts, genuine_apart=True)
 
     try:
         run()
     finally:
-        counts.record()
+        counts.record(_recorded(counts))
     assert counts.writes == 0
     assert counts.off_origin == 0
+
+
+def test_only_the_token_is_believed_when_the_plain_fields_contradict_it(
+    rig: Rig,
+) -> None:
+    """Valid signed saves and no-save callbacks, each body lying beside its token.
+
+    Few examples of the property above have both: here every one does.
+    """
+    counts = Counts(
+        "valid signed callbacks whose plain fields contradict the token",
+        "signed callback",
+    )
+
+    @given(
+        claims=st.sampled_from([HONEST, HONEST, STATUS_1_CLAIMS, STATUS_4_CLAIMS]),
+        honest_placement=st.sampled_from(HONEST_PLACEMENTS),
+        plain=st.lists(st.sampled_from(PLAIN), min_size=1, unique=True).map(tuple),
+        status=st.sampled_from([2, 6]),
+        number=st.integers(0, 2**31),
+    )
+    @examples(share=0.5)
+    def run(
+        claims: str,
+        honest_placement: str,
+        plain: tuple[str, ...],
+        status: int,
+        number: int,
+    ) -> None:
+        plan = Plan(
+            HONEST, HONEST, honest_placement, None, claims, plain, status, "", number
+        )
+        _try(rig, plan, counts, genuine_apart=False)
+
+    try:
+        run()
+    finally:
+        counts.record(
+            f"; {counts.tried - counts.editors_recorded} saves kept the token's"
+            f" file{_recorded(counts)}"
+        )
+    assert counts.writes == 0
+    assert counts.off_origin == 0
+
+
+def _recorded(counts: Counts) -> str:
+    return (
+        f"; {counts.editors_recorded} valid signed status 1 or 4 recorded only"
+        " the editors their token names"
+    )
 
 
 def test_signed_callbacks_with_links_off_the_origin_fetch_nothing(rig: Rig) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from docdesk.downloads import Fetcher
+from tally import record
 
 from .conftest import CAP, SECRET
 from .harness import Service, Session, sha256
@@ -36,6 +37,14 @@ RETRIED = {429, *range(500, 600)}
 # A deadline well past a loopback download and well under a stall.
 SHORT_DEADLINE = 0.5
 OFF = "/cache/files/data/off/output.docx"
+# The download faults, as the reliability report names them beside the
+# crash suite's faults (tests/crash/test_faults.py).
+FAULTS = "faults"
+DOWNLOAD_FAULTS = {
+    "fail": "a download the DS's cache answers with a 500",
+    "stall": "a download that stalls past the deadline",
+    "truncate": "a download cut short of its Content-Length",
+}
 ORIGIN = "not a Document Server origin"
 SCHEME = "the scheme is not http or https"
 
@@ -63,6 +72,21 @@ def _assert_nothing_stored(
     assert service.blob_files() == blobs
     assert service.staging() == []
     assert service.call(service.desk.catalog.recoveries(document_id)) == []
+
+
+class _Tallied:
+    """One fault for the reliability report: held when the block raised nothing."""
+
+    def __init__(self, check: str) -> None:
+        self.check = check
+        self.detail = ""
+
+    def __enter__(self) -> _Tallied:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        held = int(kind is None)
+        record(FAULTS, self.check, tried=1, held=held, unit="fault", detail=self.detail)
 
 
 def _assert_nothing_seen(
@@ -133,15 +157,22 @@ class TestTransientFailures:
         sim.wire.probe = seen_then_patient
         sim.control.faults(download=fault)
 
-        sim.control.close(ann.id)
-        saved = sim.delivered(2, ann.key)["body"]
+        with _Tallied(DOWNLOAD_FAULTS[fault]) as tally:
+            sim.control.close(ann.id)
+            saved = sim.delivered(2, ann.key)["body"]
 
-        failed, retried = sim.wire.answers(2)
-        assert (failed.http_status, failed.json) == (503, FAILED)
-        _assert_nothing_seen(failed.seen, original, blobs)
-        assert retried.json == OK
-        assert [v["version"] for v in sim.service.versions(document_id)] == [1, 2]
-        assert sim.service.content(document_id) == sim.fetch(saved["url"])
+            failed, retried = sim.wire.answers(2)
+            tally.detail = (
+                f"first answer: HTTP {failed.http_status} {failed.body.decode()};"
+                " held: the DS heard a failure it retries, nothing was stored"
+                " meanwhile, the retry stored the edit once"
+            )
+            assert (failed.http_status, failed.json) == (503, FAILED)
+            _assert_nothing_seen(failed.seen, original, blobs)
+            assert retried.json == OK
+            versions = sim.service.versions(document_id)
+            assert [v["version"] for v in versions] == [1, 2]
+            assert sim.service.content(document_id) == sim.fetch(saved["url"])
 
     @pytest.mark.parametrize(
         "trouble", [Trouble.FORBIDDEN, Trouble.GONE], ids=["forbidden", "gone"]

@@ -49,6 +49,9 @@ ARRIVAL = 2.0
 FORCE_SAVE_CHANCE = 0.3
 # Far above the time the last saves take; reached only on a failure.
 DRAIN_LIMIT = 30.0
+# A rejoin is refused while the old key's final save is on its way; far
+# above that, reached only when the key never settles.
+REJOIN_LIMIT = 30.0
 NO_SAVE = frozenset({1, 4})
 
 
@@ -137,6 +140,7 @@ class EditorLoop:
             return await self._open()
 
     async def _open(self) -> str:
+        limit = time.monotonic() + REJOIN_LIMIT
         while True:
             answer = await self.http.get(
                 f"/api/documents/{self.document_id}/editor-config",
@@ -150,6 +154,7 @@ class EditorLoop:
                 session: str = opened.json()["session"]
                 return session
             assert opened.json()["error"] == "config_rejected", opened.text
+            assert time.monotonic() < limit, "every rejoin refused"
             self.crowd.rejoins_refused += 1
             await self._pause()
 

@@ -16,7 +16,9 @@ the DS retries for status 2 and 3 only, as it does in production.
 
 It notes every callback it passes on (instance, status, userdata, answer,
 duration), so tests can count where callbacks went and benchmarks can time
-them.
+them. Only an answer of HTTP 200 with ``{"error": 0}`` acknowledges one:
+a 502 of the balancer's own, a 503 or an ``{"error": 1}`` is a failure the
+DS hears.
 """
 
 from __future__ import annotations
@@ -86,6 +88,13 @@ class Forwarded:
     http_status: int
     seconds: float
     finished: float
+    # The start of docdesk's answer, as it was passed on.
+    answer: bytes = b""
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether docdesk answered as the DS hears success: 200, error 0."""
+        return self.http_status == 200 and _parsed(self.answer) == {"error": 0}
 
 
 @dataclass
@@ -138,7 +147,7 @@ class Balancer:
         headers = _forward_headers(scope)
         first = next(self._turn) % len(self.backends)
 
-        http_status, instance = 502, first
+        http_status, answer, instance = 502, b"", first
         for offset in range(len(self.backends)):
             instance = (first + offset) % len(self.backends)
             url = self.backends[instance] + _target(scope)
@@ -146,8 +155,8 @@ class Balancer:
             if is_callback:
                 self._held[id(body)] = (instance, body)
             try:
-                http_status = await self._pass(
-                    instance, url, scope, headers, body, send
+                http_status, answer = await self._pass(
+                    instance, url, scope, headers, body, send, keep=is_callback
                 )
                 break
             except httpx.ConnectError:
@@ -165,7 +174,7 @@ class Balancer:
             await _answer_502(send)
 
         if is_callback:
-            self._note(instance, path, body.kept, http_status, started)
+            self._note(instance, path, body.kept, http_status, answer, started)
 
     async def _pass(
         self,
@@ -175,7 +184,10 @@ class Balancer:
         headers: list[tuple[str, str]],
         body: _Body,
         send: Send,
-    ) -> int:
+        *,
+        keep: bool,
+    ) -> tuple[int, bytes]:
+        """Pass the request on; the status and, if ``keep``, the answer's start."""
         assert self._client is not None
         request = self._client.build_request(
             scope["method"], url, headers=headers, content=body.stream()
@@ -197,17 +209,26 @@ class Balancer:
                     ],
                 }
             )
+            kept = b""
             async for chunk in response.aiter_raw():
+                if keep and len(kept) < PEEK_LIMIT:
+                    kept += chunk[: PEEK_LIMIT - len(kept)]
                 await send(
                     {"type": "http.response.body", "body": chunk, "more_body": True}
                 )
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()
-        return response.status_code
+        return response.status_code, kept
 
     def _note(
-        self, instance: int, path: str, kept: bytes, http_status: int, started: float
+        self,
+        instance: int,
+        path: str,
+        kept: bytes,
+        http_status: int,
+        answer: bytes,
+        started: float,
     ) -> None:
         try:
             fields = json.loads(kept)
@@ -224,6 +245,7 @@ class Balancer:
             http_status=http_status,
             seconds=now - started,
             finished=now,
+            answer=answer,
         )
         with self.changed:
             self.callbacks.append(forwarded)
@@ -268,6 +290,14 @@ class _Body:
             if not message.get("more_body"):
                 self.whole = True
                 return
+
+
+def _parsed(data: bytes) -> Any:
+    """The JSON ``data`` holds, or None if it holds none (a cut answer)."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
 
 
 def _status(kept: bytes) -> int | None:

@@ -15,6 +15,7 @@ import pytest
 from catalogs import empty_catalog
 from docdesk.errors import ConfigurationError
 from docdesk.storage import open_store
+from servers import unavailable
 
 
 @pytest.fixture
@@ -34,6 +35,6 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     try:
         store = open_store(url)
     except ConfigurationError as exc:
-        pytest.skip(f"the S3 blob store is not there yet: {exc.message}")
+        unavailable(f"the S3 blob store cannot be opened: {exc.message}")
     asyncio.run(store.close())
     return url

@@ -43,7 +43,9 @@ class Script:
 
     document_id: str
     edits: list[str] = field(default_factory=list)
+    # Force saves docdesk acknowledged, and those it answered with a failure.
     saves: int = 0
+    failed_saves: int = 0
     # Each capture's answer, with how many edits were made before it.
     captures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     failed_captures: int = 0
@@ -98,13 +100,28 @@ class Typist:
 
     # Saving, each step waiting for its callback's answer
 
-    def save(self, document_id: str, editor: str) -> bool:
-        """Press Save; True when a force save went out and was answered."""
-        before = self.answered(document_id, 6)
+    def save(self, document_id: str, editor: str) -> bool | None:
+        """Press Save; None if no force save went out, else whether it was saved.
+
+        An answer is not a save: the balancer's 502 from an instance that
+        died, a 503 or an ``{"error": 1}`` tell the DS the save failed, and
+        it never sends that status 6 again. Only ``{"error": 0}`` is saved.
+        """
+        balancer = self.cluster.balancer
+        before, seen = self.answered(document_id, 6), len(balancer.callbacks)
         if not self.control.save(editor):
-            return False
+            return None
         self.wait_answered(document_id, 6, before + 1)
-        return True
+        path = f"/ds/documents/{document_id}/callback"
+        with balancer.changed:
+            answers = balancer.callbacks[seen:]
+        return any(
+            c.acknowledged
+            for c in answers
+            if c.document_path == path
+            and c.status == 6
+            and not (c.userdata or "").startswith(CAPTURE)
+        )
 
     def capture(self, document_id: str) -> dict[str, Any] | None:
         """Capture through the balancer; None when a killed instance lost it.
@@ -246,7 +263,10 @@ def play(
             script.edits.append(text)
             action = rng.choice(("save", "save", "capture", "type on"))
             if action == "save":
-                script.saves += typist.save(script.document_id, editors[user])
+                saved = typist.save(script.document_id, editors[user])
+                if saved is not None:
+                    script.saves += saved
+                    script.failed_saves += not saved
             elif action == "capture":
                 captured = typist.capture(script.document_id)
                 if captured is None:
