@@ -20,6 +20,7 @@ import shutil
 import sqlite3
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -278,14 +279,22 @@ def test_a_postgresql_catalog_gone_mid_save_fails_it_then_the_retry_stores_it_on
         with _database_gone(postgres_url):
             failed = rig.first_answer(edit.key)
             listing = rig.service.api.get(f"/api/documents/{document_id}")
+            # Whether the commit landed cannot be told while the database is
+            # gone: the blob stays, whole, for the orphan sweep to judge.
+            kept = rig.blob_files() - blobs
             held = {
                 "the DS heard a failure": not failed["success"],
                 "answered 503, so the DS retried": failed["http_status"] == 503,
                 "the API says 503 meanwhile": listing.status_code == 503,
-                "nothing half-written is left": _untouched_disk(rig, blobs),
+                "nothing half-written is left": rig.staging() == []
+                and all(zipfile.is_zipfile(rig.blobs / name) for name in kept),
             }
         held["stored once when it came back"] = _stored_once(
             rig, document_id, edit, rig.edited_file(failed)
+        )
+        swept = rig.service.run("sweep", "--older-than", "0")
+        held["what the failed commit kept, the orphan sweep removes"] = (
+            swept.returncode == 0 and not kept & rig.blob_files()
         )
 
     _checked("the PostgreSQL catalog gone mid-save", held, failed)

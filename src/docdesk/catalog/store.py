@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, Row, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from docdesk.catalog import migrations
@@ -77,6 +77,8 @@ WRITES = "docdesk_writes"
 # One read or write of the catalog, as a function of a connection: see
 # Catalog._read and Catalog._write.
 Operation = Callable[[Connection], T]
+# A write waiting for the writer's thread, and where its outcome goes.
+Queued = tuple[Operation[Any], "asyncio.Future[Any]"]
 
 
 def _now() -> datetime:
@@ -120,7 +122,7 @@ class Catalog:
             if sync_engine is None
             else ThreadPoolExecutor(1, thread_name_prefix="docdesk-catalog-writes")
         )
-        self._queued: list[tuple[Operation[Any], asyncio.Future[Any]]] = []
+        self._queued: list[Queued] = []
         self._committing: asyncio.Task[None] | None = None
 
     @classmethod
@@ -651,30 +653,32 @@ class Catalog:
                 batch, self._queued = self._queued, []
                 try:
                     results = await self._commit_batch([write for write, _ in batch])
-                except Exception:
+                except Exception as exc:
+                    # The database failing the transaction itself (locked
+                    # past the busy timeout, full, gone) fails each write too;
+                    # one write's own error must not cost the others theirs.
+                    if len(batch) == 1 or isinstance(exc, OperationalError):
+                        for entry in batch:
+                            _settle([entry], error=_translate(exc))
+                        continue
                     logger.debug(
                         "batched writes failed, one at a time now n=%d", len(batch)
                     )
                     await self._commit_each(batch)
                     continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
+                for entry, result in zip(batch, results, strict=True):
+                    _settle([entry], result=result)
         finally:
             self._committing = None
 
-    async def _commit_each(
-        self, batch: list[tuple[Operation[Any], asyncio.Future[Any]]]
-    ) -> None:
-        for write, future in batch:
+    async def _commit_each(self, batch: list[Queued]) -> None:
+        for entry in batch:
             try:
-                (result,) = await self._commit_batch([write])
+                (result,) = await _translated(self._commit_batch([entry[0]]))
             except Exception as exc:
-                if not future.done():
-                    future.set_exception(exc)
+                _settle([entry], error=exc)
             else:
-                if not future.done():
-                    future.set_result(result)
+                _settle([entry], result=result)
 
     async def _commit_batch(self, writes: list[Operation[Any]]) -> list[Any]:
         """Run ``writes`` in one transaction, on the writer's thread."""
@@ -686,8 +690,20 @@ class Catalog:
             with engine.begin() as conn:
                 return [write(conn) for write in writes]
 
-        loop = asyncio.get_running_loop()
-        return await _translated(loop.run_in_executor(writer, commit))
+        return await asyncio.get_running_loop().run_in_executor(writer, commit)
+
+
+def _settle(
+    batch: list[Queued], *, result: Any = None, error: Exception | None = None
+) -> None:
+    """Hand each waiting caller of ``batch`` its result, or ``error``."""
+    for _, future in batch:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 def _pool_options(url: str) -> dict[str, Any]:
@@ -969,3 +985,12 @@ async def _translated(pending: Awaitable[T]) -> T:
         return await pending
     except SQLAlchemyError as exc:
         raise CatalogError.of(exc) from exc
+
+
+def _translate(exc: Exception) -> Exception:
+    """What a caller hears of a failure: a driver's becomes CatalogError."""
+    if isinstance(exc, SQLAlchemyError):
+        error = CatalogError.of(exc)
+        error.__cause__ = exc
+        return error
+    return exc
