@@ -440,7 +440,7 @@ class Rig:
         return Snapshot(tables, self._files(), int(callbacks), taken)
 
     def _files(self) -> tuple[tuple[str, int, int], ...]:
-        """Every file but the catalog's own, with its size and mtime."""
+        """Every file but the catalog's own (and its locks'), with size and mtime."""
         found: list[tuple[str, int, int]] = []
         # scandir, not rglob: thousands of saved versions pile up in a run,
         # and the walk happens twice an example.
@@ -448,9 +448,11 @@ class Rig:
         while folders:
             with os.scandir(folders.pop()) as entries:
                 for entry in entries:
+                    if entry.name.startswith("docdesk.sqlite3"):
+                        continue
                     if entry.is_dir(follow_symlinks=False):
                         folders.append(entry.path)
-                    elif not entry.name.startswith("docdesk.sqlite3"):
+                    else:
                         stat = entry.stat(follow_symlinks=False)
                         found.append((entry.path, stat.st_size, stat.st_mtime_ns))
         return tuple(sorted(found))
