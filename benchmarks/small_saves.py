@@ -68,7 +68,7 @@ __all__ = ["main"]
 DOCUMENTS = 20
 RATIO_TARGET = 0.5
 # More prepared saves a second than docdesk makes here.
-PREPARED_PER_SECOND = 150
+PREPARED_PER_SECOND = 600
 EXPECT = '"error":0'
 
 
