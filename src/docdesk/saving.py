@@ -57,9 +57,11 @@ logger = logging.getLogger(__name__)
 
 # The callbacks that save nothing: they only say who edits.
 NO_SAVE = (CallbackStatus.EDITING, CallbackStatus.CLOSED)
-# A callback under a key docdesk did not give its document.
-UNKNOWN_KEY = Forbidden("the callback's key was never issued here")
-FOREIGN_KEY = Forbidden("the callback's key belongs to another document")
+# Why a callback under a key docdesk did not give its document is refused.
+REFUSED_KEYS = {
+    EditorsSet.UNKNOWN_KEY: "the callback's key was never issued here",
+    EditorsSet.FOREIGN_KEY: "the callback's key belongs to another document",
+}
 # The DS signs callbacks for 5 minutes and we allow 60 s of skew: a token
 # older than that cannot come back, so it need not be remembered longer.
 DELIVERY_MEMORY = 300 + 2 * tokens.LEEWAY
@@ -142,9 +144,9 @@ class SavePath:
     async def _issued_key(self, document_id: str, key: str) -> KeyRecord:
         issued = await self.desk.catalog.key(key)
         if issued is None:
-            raise UNKNOWN_KEY
+            raise Forbidden(REFUSED_KEYS[EditorsSet.UNKNOWN_KEY])
         if issued.document_id != document_id:
-            raise FOREIGN_KEY
+            raise Forbidden(REFUSED_KEYS[EditorsSet.FOREIGN_KEY])
         return issued
 
     async def _set_editors(
@@ -161,19 +163,17 @@ class SavePath:
         """
         payload = signed.payload
         editors = payload.users if payload.status is CallbackStatus.EDITING else ()
-        refusals = {
-            EditorsSet.UNKNOWN_KEY: UNKNOWN_KEY,
-            EditorsSet.FOREIGN_KEY: FOREIGN_KEY,
-        }
         replies = {
             EditorsSet.SET: CallbackReply(200, 0, "editing" if editors else "closed"),
             EditorsSet.STALE: CallbackReply(200, 0, "stale"),
-            **{outcome: _failure(exc) for outcome, exc in refusals.items()},
+            **{
+                outcome: _failure(Forbidden(message))
+                for outcome, message in REFUSED_KEYS.items()
+            },
         }
 
         def log(outcome: EditorsSet) -> CallbackRecord:
-            refused = refusals.get(outcome)
-            detail = refused.message if refused else None
+            detail = REFUSED_KEYS.get(outcome)
             return _record(
                 document_id, payload, replies[outcome], detail, started, source
             )
@@ -197,8 +197,8 @@ class SavePath:
             return CallbackReply(200, 0, "ignored")
 
         # A delivery is the signed claims without their signing times: the
-        # same callback sent again, by a replay or by the DS retrying one
-        # whose answer it lost, is done once.
+        # same callback sent again is a replay, done once. The DS's own
+        # retries carry fresh links; a save knows them by their bytes.
         if await self.desk.catalog.delivered(delivery):
             return REPLAYED
         if status.corrupted:
