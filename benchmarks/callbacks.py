@@ -22,37 +22,32 @@ is met, 1 when it is missed, 2 when the benchmark could not measure.
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import secrets
-import signal
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import httpx
-from save_large_file import BenchmarkError, Processes, print_profile
+from save_large_file import BenchmarkError, Processes, print_profile, run_benchmark
 from throughput import (
     Load,
     Server,
     bottleneck,
+    callback_outcomes,
     describe_load,
     median,
+    open_documents,
     print_machine,
     print_result,
     print_table,
     run_folder,
     run_wrk,
+    signed_callback,
     start_bare,
     start_docdesk,
     write_requests,
 )
-
-from docdesk import tokens
-from docdesk.formats import blank_document
 
 __all__ = ["main"]
 
@@ -72,24 +67,6 @@ BASELINE = (
     ' options, that reads each request\'s body and answers {"error":0}: no'
     " JSON parsed, no token checked, nothing stored, no log line"
 )
-
-
-def open_documents(service: Server, count: int) -> list[tuple[str, str]]:
-    """Upload ``count`` documents; their callback paths and keys."""
-    sessions = []
-    with httpx.Client(base_url=service.base_url, trust_env=False) as api:
-        for n in range(count):
-            upload = api.post(
-                "/api/documents",
-                files={"file": (f"Callbacks {n}.docx", blank_document("docx"))},
-            )
-            upload.raise_for_status()
-            config = api.get(f"/api/documents/{upload.json()['id']}/editor-config")
-            config.raise_for_status()
-            url = httpx.URL(config.json()["editorConfig"]["callbackUrl"])
-            target = url.raw_path.decode()
-            sessions.append((target, config.json()["document"]["key"]))
-    return sessions
 
 
 def no_save_callbacks(
@@ -116,20 +93,7 @@ def no_save_callbacks(
                 "users": [user],
                 "actions": [{"type": 1, "userid": user}],
             }
-        body = {**fields, "token": tokens.sign(fields, secret, expires_in=300)}
-        header = f"Bearer {tokens.sign_wrapped(fields, secret)}"
-        yield "POST", target, header, json.dumps(body, separators=(",", ":"))
-
-
-def outcomes(service: Server) -> dict[str, float]:
-    """docdesk's own count of callbacks by outcome, from its metrics."""
-    text = httpx.get(f"{service.base_url}/metrics", trust_env=False).text
-    counted: dict[str, float] = {}
-    for match in re.finditer(
-        r'^docdesk_callbacks_total\{[^}]*outcome="([^"]+)"[^}]*\} (\S+)$', text, re.M
-    ):
-        counted[match[1]] = counted.get(match[1], 0.0) + float(match[2])
-    return counted
+        yield signed_callback(target, fields, secret)
 
 
 def benchmark(args: argparse.Namespace) -> bool:
@@ -151,7 +115,7 @@ def benchmark(args: argparse.Namespace) -> bool:
                 profile=args.profile,
             )
             bare = start_bare(processes, log=folder / "bare.log")
-            sessions = open_documents(docdesk, DOCUMENTS)
+            sessions = open_documents(docdesk, DOCUMENTS, "Callbacks")
             print(f"{DOCUMENTS} documents; preparing {prepared} callbacks a run...")
             bare_requests = folder / "bare.txt"
             write_requests(
@@ -173,9 +137,9 @@ def benchmark(args: argparse.Namespace) -> bool:
                         )
                         print(f"run {number} {line}")
                         continue
-                    before = outcomes(docdesk)
+                    before = callback_outcomes(docdesk)
                     docdesks.append(_load(args, docdesk, requests))
-                    _check_outcomes(before, outcomes(docdesk), docdesks[-1])
+                    _check_outcomes(before, callback_outcomes(docdesk), docdesks[-1])
                     print(f"run {number} {describe_load('docdesk', docdesks[-1])}")
         finally:
             processes.stop_all()
@@ -288,10 +252,6 @@ def report(args: argparse.Namespace, bares: list[Load], docdesks: list[Load]) ->
     return met
 
 
-def _interrupted(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per run side")
@@ -308,15 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.seconds <= 0:
         parser.error("--runs and --seconds must be positive")
 
-    signal.signal(signal.SIGTERM, _interrupted)
-    try:
-        return 0 if benchmark(args) else 1
-    except BenchmarkError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; processes stopped, temporary files removed")
-        return 130
+    return run_benchmark(benchmark, args)
 
 
 if __name__ == "__main__":

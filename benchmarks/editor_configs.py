@@ -25,17 +25,15 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
-from save_large_file import BenchmarkError, Processes
+from save_large_file import BenchmarkError, Processes, run_benchmark
 from throughput import (
     Load,
     Server,
@@ -48,11 +46,11 @@ from throughput import (
     run_wrk,
     start_bare,
     start_docdesk,
+    upload_documents,
     write_requests,
 )
 
 from docdesk import tokens
-from docdesk.formats import blank_document
 
 __all__ = ["main"]
 
@@ -61,19 +59,6 @@ RATIO_TARGET = 0.5
 # The bare app answers {"error":0}; docdesk's config holds its token.
 BARE_EXPECT = '"error":0'
 CONFIG_EXPECT = '"token":"'
-
-
-def upload_documents(service: Server, count: int) -> list[str]:
-    ids = []
-    with httpx.Client(base_url=service.base_url, trust_env=False) as api:
-        for n in range(count):
-            upload = api.post(
-                "/api/documents",
-                files={"file": (f"Configs {n}.docx", blank_document("docx"))},
-            )
-            upload.raise_for_status()
-            ids.append(upload.json()["id"])
-    return ids
 
 
 def config_requests(ids: list[str], count: int) -> Iterator[tuple[str, str, str, str]]:
@@ -127,7 +112,7 @@ def benchmark(args: argparse.Namespace) -> bool:
                 log=folder / "docdesk.log",
             )
             bare = start_bare(processes, log=folder / "bare.log")
-            ids = upload_documents(docdesk, DOCUMENTS)
+            ids = upload_documents(docdesk, DOCUMENTS, "Configs")
             config = one_config(docdesk, ids[0])
             requests = folder / "configs.txt"
             write_requests(requests, config_requests(ids, int(args.seconds * 5000)))
@@ -223,10 +208,6 @@ def report(
     return met
 
 
-def _interrupted(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per run side")
@@ -239,15 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.seconds <= 0:
         parser.error("--runs and --seconds must be positive")
 
-    signal.signal(signal.SIGTERM, _interrupted)
-    try:
-        return 0 if benchmark(args) else 1
-    except BenchmarkError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; processes stopped, temporary files removed")
-        return 130
+    return run_benchmark(benchmark, args)
 
 
 if __name__ == "__main__":

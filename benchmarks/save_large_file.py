@@ -40,7 +40,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -119,18 +119,18 @@ def write_edited_docx(path: Path, size: int) -> None:
     """A blank docx plus one stored member of random bytes, ``size`` in all."""
     blank = blank_document("docx")
     empty = io.BytesIO()
-    _docx_with_filler(empty, blank, 0)
+    docx_with_filler(empty, blank, 0)
     overhead = len(empty.getvalue())
     if size <= overhead:
         raise BenchmarkError(f"a docx needs more than {overhead} bytes")
 
     with path.open("wb") as out:
-        _docx_with_filler(out, blank, size - overhead)
+        docx_with_filler(out, blank, size - overhead)
     if path.stat().st_size != size:
         raise BenchmarkError(f"made {path.stat().st_size} bytes, not {size}")
 
 
-def _docx_with_filler(out: IO[bytes], blank: bytes, filler_size: int) -> None:
+def docx_with_filler(out: IO[bytes], blank: bytes, filler_size: int) -> None:
     """Write the blank's parts and ``filler_size`` random bytes into ``out``."""
     with (
         zipfile.ZipFile(io.BytesIO(blank)) as source,
@@ -623,6 +623,26 @@ def print_profile(path: Path) -> None:
 # The run.
 
 
+def run_benchmark(
+    benchmark: Callable[[argparse.Namespace], bool], args: argparse.Namespace
+) -> int:
+    """Run ``benchmark`` and turn its verdict into the exit status.
+
+    0 when its targets were met, 1 when one was missed, 2 when it could not
+    measure, 130 when interrupted. SIGTERM interrupts as Ctrl-C does, so
+    that each benchmark stops its processes and removes its files.
+    """
+    signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        return 0 if benchmark(args) else 1
+    except BenchmarkError as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; processes stopped, temporary files removed")
+        return 130
+
+
 def _interrupted(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
@@ -741,15 +761,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"removed {cache}")
         return 0
 
-    signal.signal(signal.SIGTERM, _interrupted)
-    try:
-        return 0 if benchmark(args) else 1
-    except BenchmarkError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; processes stopped, temporary files removed")
-        return 130
+    return run_benchmark(benchmark, args)
 
 
 if __name__ == "__main__":

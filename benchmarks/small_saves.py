@@ -24,43 +24,40 @@ The last line is ``RESULT {json}``. Exit status 0 when the target is met,
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
 import secrets
-import signal
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import httpx
 from save_large_file import (
     BenchmarkError,
     Processes,
-    _docx_with_filler,
+    docx_with_filler,
+    run_benchmark,
     start_static_server,
 )
 from throughput import (
     Load,
-    Server,
     bottleneck,
+    callback_outcomes,
     describe_load,
     median,
+    open_documents,
     print_machine,
     print_result,
     print_table,
     run_folder,
     run_wrk,
+    signed_callback,
     start_docdesk,
     write_requests,
 )
 
-from docdesk import tokens
 from docdesk.formats import blank_document
 
 __all__ = ["main"]
@@ -107,23 +104,7 @@ def write_docx_files(folder: Path, count: int, size: int) -> None:
     blank = blank_document("docx")
     for n in range(count):
         with (folder / f"edited-{n}.docx").open("wb") as out:
-            _docx_with_filler(out, blank, max(0, size - len(blank)))
-
-
-def open_documents(service: Server, count: int) -> list[tuple[str, str]]:
-    sessions = []
-    with httpx.Client(base_url=service.base_url, trust_env=False) as api:
-        for n in range(count):
-            upload = api.post(
-                "/api/documents",
-                files={"file": (f"Saves {n}.docx", blank_document("docx"))},
-            )
-            upload.raise_for_status()
-            config = api.get(f"/api/documents/{upload.json()['id']}/editor-config")
-            config.raise_for_status()
-            url = httpx.URL(config.json()["editorConfig"]["callbackUrl"])
-            sessions.append((url.raw_path.decode(), config.json()["document"]["key"]))
-    return sessions
+            docx_with_filler(out, blank, max(0, size - len(blank)))
 
 
 def save_callbacks(
@@ -142,19 +123,7 @@ def save_callbacks(
         }
         if n % 2:
             fields["forcesavetype"] = 1
-        body = {**fields, "token": tokens.sign(fields, secret, expires_in=300)}
-        header = f"Bearer {tokens.sign_wrapped(fields, secret)}"
-        yield "POST", target, header, json.dumps(body, separators=(",", ":"))
-
-
-def saved_count(service: Server) -> dict[str, float]:
-    text = httpx.get(f"{service.base_url}/metrics", trust_env=False).text
-    counted: dict[str, float] = {}
-    for match in re.finditer(
-        r'^docdesk_callbacks_total\{[^}]*outcome="([^"]+)"[^}]*\} (\S+)$', text, re.M
-    ):
-        counted[match[1]] = counted.get(match[1], 0.0) + float(match[2])
-    return counted
+        yield signed_callback(target, fields, secret)
 
 
 def benchmark(args: argparse.Namespace) -> bool:
@@ -184,7 +153,7 @@ def benchmark(args: argparse.Namespace) -> bool:
                     "DOCDESK_DOCUMENT_SERVER_URL": f"http://127.0.0.1:{ds_port}"
                 },
             )
-            sessions = open_documents(docdesk, DOCUMENTS)
+            sessions = open_documents(docdesk, DOCUMENTS, "Saves")
             for number in range(1, args.runs + 1):
                 first = (number - 1) * prepared
                 links = [
@@ -207,7 +176,7 @@ def benchmark(args: argparse.Namespace) -> bool:
                             flush=True,
                         )
                         continue
-                    before = saved_count(docdesk)
+                    before = callback_outcomes(docdesk)
                     saves.append(
                         run_wrk(
                             docdesk,
@@ -217,7 +186,7 @@ def benchmark(args: argparse.Namespace) -> bool:
                             connections=args.connections,
                         )
                     )
-                    _check_saved(before, saved_count(docdesk), saves[-1])
+                    _check_saved(before, callback_outcomes(docdesk), saves[-1])
                     print(f"run {number} {describe_load('docdesk', saves[-1])}")
         finally:
             processes.stop_all()
@@ -298,10 +267,6 @@ def report(args: argparse.Namespace, disks: list[DiskRun], saves: list[Load]) ->
     return met
 
 
-def _interrupted(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per run side")
@@ -315,15 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1 or args.seconds <= 0 or not 40_000 <= args.size <= 1 << 20:
         parser.error("--runs and --seconds must be positive, --size 40 kB to 1 MiB")
 
-    signal.signal(signal.SIGTERM, _interrupted)
-    try:
-        return 0 if benchmark(args) else 1
-    except BenchmarkError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; processes stopped, temporary files removed")
-        return 130
+    return run_benchmark(benchmark, args)
 
 
 if __name__ == "__main__":

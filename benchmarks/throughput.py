@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -48,17 +49,24 @@ from save_large_file import (
     load_average,
 )
 
+from docdesk import tokens
+from docdesk.formats import blank_document
+
 __all__ = [
     "Load",
     "Server",
     "bare_app",
     "bottleneck",
+    "callback_outcomes",
+    "open_documents",
     "print_result",
     "print_table",
     "run_folder",
     "run_wrk",
+    "signed_callback",
     "start_bare",
     "start_docdesk",
+    "upload_documents",
     "write_requests",
 ]
 
@@ -226,6 +234,59 @@ def serve_bare(port: int) -> None:
 
     # docdesk serve's own options, taken from it: the two differ in the app.
     uvicorn.run(bare_app, host="127.0.0.1", port=port, **uvicorn_options())
+
+
+# The documents and their callbacks.
+
+
+def upload_documents(service: Server, count: int, title: str) -> list[str]:
+    """Upload ``count`` blank docx files named after ``title``; their ids."""
+    ids = []
+    with httpx.Client(base_url=service.base_url, trust_env=False) as api:
+        for n in range(count):
+            upload = api.post(
+                "/api/documents",
+                files={"file": (f"{title} {n}.docx", blank_document("docx"))},
+            )
+            upload.raise_for_status()
+            ids.append(upload.json()["id"])
+    return ids
+
+
+def open_documents(service: Server, count: int, title: str) -> list[tuple[str, str]]:
+    """Upload ``count`` documents; their callback paths and keys."""
+    sessions = []
+    with httpx.Client(base_url=service.base_url, trust_env=False) as api:
+        for document_id in upload_documents(service, count, title):
+            config = api.get(f"/api/documents/{document_id}/editor-config")
+            config.raise_for_status()
+            url = httpx.URL(config.json()["editorConfig"]["callbackUrl"])
+            sessions.append((url.raw_path.decode(), config.json()["document"]["key"]))
+    return sessions
+
+
+def signed_callback(
+    target: str, fields: dict[str, Any], secret: str
+) -> tuple[str, str, str, str]:
+    """A request line for wrk: the callback signed as the DS signs it.
+
+    The body carries ``token`` with ``iat``/``exp``; the header, a token over
+    ``{"payload": ...}``.
+    """
+    body = {**fields, "token": tokens.sign(fields, secret, expires_in=300)}
+    header = f"Bearer {tokens.sign_wrapped(fields, secret)}"
+    return "POST", target, header, json.dumps(body, separators=(",", ":"))
+
+
+def callback_outcomes(service: Server) -> dict[str, float]:
+    """docdesk's own count of callbacks by outcome, from its metrics."""
+    text = httpx.get(f"{service.base_url}/metrics", trust_env=False).text
+    counted: dict[str, float] = {}
+    for match in re.finditer(
+        r'^docdesk_callbacks_total\{[^}]*outcome="([^"]+)"[^}]*\} (\S+)$', text, re.M
+    ):
+        counted[match[1]] = counted.get(match[1], 0.0) + float(match[2])
+    return counted
 
 
 # The load.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
@@ -26,6 +26,7 @@ __all__ = [
     "commit_new",
     "new_blob_stem",
     "validate_blob_name",
+    "walk_names",
 ]
 
 HEAD_SIZE = 4096
@@ -58,6 +59,31 @@ async def commit_new(writer: BlobWriter, name: str) -> None:
         await writer.commit(name)
     except FileExistsError:
         raise StorageError(f"the new blob's name was taken: {name}") from None
+
+
+async def walk_names(
+    list_folder: Callable[[str], Awaitable[list[tuple[str, bool]]]], prefix: str
+) -> AsyncIterator[str]:
+    """The names under the root that start with ``prefix``, in sorted order.
+
+    ``list_folder`` gives a folder's entries, sorted, as ``(name, is_folder)``
+    with names from the root; ``""`` is the root. Folders that cannot hold a
+    match are skipped, and memory holds only the listings of the folders on
+    the current path, not every name.
+    """
+    pending = [iter(await list_folder(""))]
+    while pending:
+        entry = next(pending[-1], None)
+        if entry is None:
+            pending.pop()
+            continue
+
+        name, is_folder = entry
+        if not is_folder:
+            if name.startswith(prefix):
+                yield name
+        elif (name + "/").startswith(prefix) or prefix.startswith(name + "/"):
+            pending.append(iter(await list_folder(name)))
 
 
 def validate_blob_name(name: str) -> str:

@@ -30,7 +30,7 @@ import anyio
 import anyio.to_thread
 
 from docdesk.errors import NotFound, StorageError
-from docdesk.storage.base import Digest, validate_blob_name
+from docdesk.storage.base import Digest, validate_blob_name, walk_names
 
 if TYPE_CHECKING:
     from io import FileIO
@@ -112,26 +112,13 @@ class LocalBlobStore:
         await anyio.to_thread.run_sync(self._delete, name)
 
     async def names(self, prefix: str = "") -> AsyncIterator[str]:
-        """Committed names starting with ``prefix``, in sorted order.
+        """Committed names starting with ``prefix``, in sorted order."""
 
-        The tree is walked one folder at a time, skipping folders that cannot
-        hold a match; memory holds only the listings of the folders on the
-        current path, not every name.
-        """
-        pending = [iter(await anyio.to_thread.run_sync(self._list_folder, ""))]
-        while pending:
-            entry = next(pending[-1], None)
-            if entry is None:
-                pending.pop()
-                continue
+        async def list_folder(folder: str) -> list[tuple[str, bool]]:
+            return await anyio.to_thread.run_sync(self._list_folder, folder)
 
-            name, is_folder = entry
-            if not is_folder:
-                if name.startswith(prefix):
-                    yield name
-            elif (name + "/").startswith(prefix) or prefix.startswith(name + "/"):
-                listing = await anyio.to_thread.run_sync(self._list_folder, name)
-                pending.append(iter(listing))
+        async for name in walk_names(list_folder, prefix):
+            yield name
 
     async def close(self) -> None:
         """Nothing to release: files are opened per read and per writer."""

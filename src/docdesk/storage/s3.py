@@ -46,7 +46,7 @@ from obstore.exceptions import AlreadyExistsError, BaseError
 from obstore.store import S3Store
 
 from docdesk.errors import ConfigurationError, NotFound, StorageError
-from docdesk.storage.base import Digest, validate_blob_name
+from docdesk.storage.base import Digest, validate_blob_name, walk_names
 
 if TYPE_CHECKING:
     from obstore import AsyncWritableFile, ObjectMeta
@@ -235,24 +235,11 @@ class S3BlobStore:
         """Committed names starting with ``prefix``, in sorted order.
 
         Servers differ in the order they list keys (SeaweedFS walks its
-        folders), so the names are walked one folder at a time, skipping
-        folders that cannot hold a match: memory holds the listings of the
-        folders on the current path, not every name. Staging objects are
-        never listed.
+        folders), so the names are walked one folder at a time. Staging
+        objects are never listed.
         """
-        pending = [iter(await self._list_folder(""))]
-        while pending:
-            entry = next(pending[-1], None)
-            if entry is None:
-                pending.pop()
-                continue
-
-            name, is_folder = entry
-            if not is_folder:
-                if name.startswith(prefix):
-                    yield name
-            elif (name + "/").startswith(prefix) or prefix.startswith(name + "/"):
-                pending.append(iter(await self._list_folder(name)))
+        async for name in walk_names(self._list_folder, prefix):
+            yield name
 
     async def close(self) -> None:
         """Nothing to release: obstore's connections close with the store."""
