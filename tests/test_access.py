@@ -446,6 +446,46 @@ def test_a_wrong_id_or_password_signs_nobody_in(
     assert "wrong" in response.text
 
 
+def test_an_id_that_failed_too_often_is_refused_before_any_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = tmp_path / "users"
+    users.write_text(f"ann:Ann Example:{ANN_HASH}\n", encoding="utf-8")
+    hashed: list[str] = []
+
+    def counting(password: str, stored: PasswordHash) -> bool:
+        hashed.append(password)
+        return verify_password(password, stored)
+
+    monkeypatch.setattr(access, "verify_password", counting)
+
+    def make_app(url: str) -> ASGIApp:
+        settings = Settings.from_env(
+            {
+                "DOCDESK_DATA_DIR": str(tmp_path / "data"),
+                "DOCDESK_PUBLIC_URL": url,
+                "DOCDESK_USERS_FILE": str(users),
+            }
+        )
+        return create_app(
+            settings, simulator_settings=fast_settings(secret=settings.jwt_secret)
+        )
+
+    with serve_app_at(make_app) as running:
+        wrong = [sign_in(running.url, "ann", f"guess {n}") for n in range(5)]
+        right = sign_in(running.url, "ann", PASSWORD)
+        other = sign_in(running.url, "bob", "guess")
+
+    assert [r.status_code for r in wrong] == [401] * 5
+    assert right.status_code == 429
+    assert 0 < int(right.headers["retry-after"]) <= 900
+    assert "Too many failed sign-ins" in right.text
+    assert SESSION_COOKIE not in right.cookies
+    # Another id from the same address is still heard, and hashed.
+    assert other.status_code == 401
+    assert hashed == [*(f"guess {n}" for n in range(5)), "guess"]
+
+
 def test_an_anonymous_page_visit_is_sent_to_sign_in_and_back(
     guarded: Guarded,
 ) -> None:

@@ -52,6 +52,7 @@ from docdesk.settings import (
     Settings,
 )
 from docdesk.web.scopes import route_path, shown
+from docdesk.web.throttle import SignInThrottle
 
 __all__ = [
     "LOGIN_PATH",
@@ -149,6 +150,10 @@ class AccessControl:
             salt=secrets.token_bytes(SALT_BYTES),
             digest=secrets.token_bytes(DIGEST_BYTES),
         )
+        # XXX: counted in this process only: behind a balancer each instance
+        # allows its own share of tries. Sharing the counts through the
+        # catalog would close that.
+        self._throttle = SignInThrottle()
 
     @classmethod
     def for_settings(cls, app: ASGIApp, settings: Settings | None) -> AccessControl:
@@ -206,22 +211,31 @@ class AccessControl:
 
     # Signing in and out, for the routes of the sign-in page
 
-    async def sign_in(self, user_id: str, password: str) -> Person | None:
+    def sign_in_wait(self, user_id: str, address: str | None) -> int:
+        """Seconds before ``user_id`` may try to sign in from ``address``.
+
+        0 when a try may be made now; otherwise too many tries failed lately.
+        """
+        return self._throttle.retry_after(user_id, address)
+
+    async def sign_in(
+        self, user_id: str, password: str, address: str | None = None
+    ) -> Person | None:
         """The user whose id and password these are, or None.
 
         The hash runs in a thread: at about 50 ms it would stall every other
-        request on the event loop.
+        request on the event loop. Each failure counts against the id and the
+        address it came from (see :meth:`sign_in_wait`).
         """
-        # XXX: nothing limits how often one may try; each try costs a hash
-        # in a worker thread, which slows a guesser but does not stop one.
-        # No test pins it.
         user = self._users.get(user_id)
         stored = user.password if user is not None else self._decoy
         matches = await anyio.to_thread.run_sync(verify_password, password, stored)
         if matches and user is not None:
             logger.info("sign-in user=%s", shown(user.id, 128))
+            self._throttle.succeeded(user_id)
             return user
         logger.warning("sign-in refused user=%s", shown(user_id, 128))
+        self._throttle.failed(user_id, address)
         return None
 
     def start_session(self, response: Response, user: Person, scope: Scope) -> None:

@@ -17,6 +17,7 @@ themselves.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,6 +51,7 @@ from docdesk.web.access import (
     safe_next,
     signed_in,
 )
+from docdesk.web.guard import client_address
 
 __all__ = ["API_JS_PATH", "PAGE_ROUTES", "made_by", "status_words"]
 
@@ -290,7 +292,21 @@ async def login(request: Request) -> Response:
     user_id, password = fields.get("user_id", ""), fields.get("password", "")
     wanted = safe_next(fields.get("next"))
 
-    user = await gate.sign_in(user_id.strip(), password)
+    user_id = user_id.strip()
+    address = client_address(request.scope, request.app.state.trusted_proxies)
+    wait = gate.sign_in_wait(user_id, address)
+    if wait:
+        return _render(
+            "login.html",
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+            next=wanted,
+            user_id=user_id[:128],
+            failed=False,
+            wait_minutes=math.ceil(wait / 60),
+        )
+
+    user = await gate.sign_in(user_id, password, address)
     if user is None:
         return _render(
             "login.html",
@@ -369,9 +385,15 @@ def _guarded(page: Page) -> Page:
     return handler
 
 
-def _render(name: str, *, status_code: int = 200, **context: Any) -> Response:
+def _render(
+    name: str,
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> Response:
     html = environment.get_template(name).render(**context)
-    return HTMLResponse(html, status_code=status_code)
+    return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
 def _desk(request: Request) -> DocDesk:
