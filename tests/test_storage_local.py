@@ -22,6 +22,7 @@ import anyio.lowlevel
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
+import docdesk.storage.local
 from docdesk.errors import NotFound, StorageError
 from docdesk.storage.base import TAIL_SIZE, BlobStore, BlobWriter
 from docdesk.storage.local import LocalBlobStore
@@ -267,6 +268,58 @@ class TestCommit:
             await writer.commit("p")
 
         assert await read_all(store, "p") == b"via the protocol"
+
+
+class TestFolders:
+    """A commit returns once every folder on its blob's path is durable."""
+
+    @pytest.fixture
+    def synced(self, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+        synced: list[Path] = []
+        real = docdesk.storage.local._sync_folder
+
+        def recording(folder: Path) -> None:
+            synced.append(folder)
+            real(folder)
+
+        monkeypatch.setattr(docdesk.storage.local, "_sync_folder", recording)
+        return synced
+
+    @pytest.mark.anyio
+    async def test_a_folder_someone_else_made_has_its_parent_synced_first(
+        self, store: LocalBlobStore, synced: list[Path]
+    ) -> None:
+        # As a concurrent commit, here or in another process, leaves it
+        # before it syncs the parent.
+        (store.root / "documents" / "1").mkdir(parents=True)
+
+        await put(store, "documents/1/v1.docx", payload(1))
+
+        assert store.root in synced
+        assert store.root / "documents" in synced
+        assert synced[-1] == store.root / "documents" / "1"
+
+    @pytest.mark.anyio
+    async def test_a_folder_is_synced_into_its_parent_once(
+        self, store: LocalBlobStore, synced: list[Path]
+    ) -> None:
+        await put(store, "documents/1/v1.docx", payload(1))
+        first = list(synced)
+        synced.clear()
+        await put(store, "documents/1/v2.docx", payload(2))
+        await put(store, "documents/2/v1.docx", payload(3))
+
+        assert first == [
+            store.root,
+            store.root / "documents",
+            store.root / "documents" / "1",
+        ]
+        # After that only the blob's own folder, and the new folder's parent.
+        assert synced == [
+            store.root / "documents" / "1",
+            store.root / "documents",
+            store.root / "documents" / "2",
+        ]
 
 
 class TestWriterLifecycle:

@@ -17,8 +17,9 @@ import mmap
 import os
 import secrets
 import stat
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
@@ -58,6 +59,8 @@ WRITE_BEHIND_BYTES = 2_097_152
 O_DIRECT: int = getattr(os, "O_DIRECT", 0)
 DIRECT_ALIGN = 4096
 DIRECT_BUFFER = 1_048_576
+# Folders a process remembers as synced into their parents: one a document.
+KNOWN_FOLDERS = 4096
 
 
 class LocalBlobStore:
@@ -74,6 +77,7 @@ class LocalBlobStore:
         self.root = root.resolve()
         self._staging = self.root / STAGING
         self._staging.mkdir(exist_ok=True)
+        self._folders = _DurableFolders(self.root)
 
     def create(self) -> LocalBlobWriter:
         return LocalBlobWriter(self)
@@ -388,7 +392,7 @@ class LocalBlobWriter:
 
         # NotADirectoryError: a blob sits where a folder of the name would go.
         try:
-            _make_folders(folder)
+            self._store._folders.make(folder)
             os.link(self._temporary, final)
         except (FileExistsError, NotADirectoryError) as exc:
             raise FileExistsError(errno.EEXIST, "blob name is taken", name) from exc
@@ -612,18 +616,49 @@ def _read_chunk(file: FileIO, size: int, name: str) -> bytes:
         raise _storage_error("read", name, exc) from exc
 
 
+class _DurableFolders:
+    """Makes the store's folders, each one's name synced into its parent.
+
+    A commit into a folder returns only once the folder's own name is
+    durable, whoever made it: another commit, in this process or another,
+    may have made it a moment ago and not yet synced its parent. So a
+    folder this process has not seen durable gets its parent synced once,
+    whether it made the folder or found it; the newest KNOWN_FOLDERS are
+    remembered, and a forgotten one costs that sync again.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._known: OrderedDict[Path, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def make(self, folder: Path) -> None:
+        if folder == self._root or self._is_known(folder):
+            return
+        self.make(folder.parent)
+        # FileExistsError: made by another commit; or a blob of that name is
+        # there, which the link into it then reports.
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)
+        _sync_folder(folder.parent)
+        with self._lock:
+            self._known[folder] = None
+            if len(self._known) > KNOWN_FOLDERS:
+                self._known.popitem(last=False)
+
+    def _is_known(self, folder: Path) -> bool:
+        with self._lock:
+            if folder in self._known:
+                self._known.move_to_end(folder)
+                return True
+        return False
+
+
 def _make_folders(folder: Path) -> None:
     """Create ``folder`` and its missing ancestors, each new entry synced."""
     if folder.is_dir():
-        # XXX: a folder that a concurrent commit has just made may not be
-        # synced into its parent yet, so a commit into it can return a moment
-        # before its name is durable. Harmless while the first commits into a
-        # new folder do not race each other; no test.
         return
-
     _make_folders(folder.parent)
-    # A concurrent commit may create it first; sync its parent anyway, as
-    # that commit may not have yet.
     with contextlib.suppress(FileExistsError):
         os.mkdir(folder)
     _sync_folder(folder.parent)
