@@ -301,23 +301,61 @@ class TestRecords:
         assert len(await catalog.callback_log()) == 3
 
     async def test_recoveries_are_listed_per_document(self, catalog: Catalog) -> None:
-        record = RecoveryRecord(
-            document_id="d1",
-            key="k1",
-            status=3,
-            blob="recovery/d1/x.docx",
-            file_type="docx",
-            size=5,
-            sha256="0" * 64,
-            created=datetime.now(UTC),
-            reason="test",
-        )
+        record = kept_file()
 
         added = await catalog.add_recovery(record)
 
         assert added.id is not None
         assert await catalog.recoveries("d1") == [record]
         assert await catalog.recoveries("d2") == []
+
+    async def test_a_restored_kept_file_is_marked_by_its_versions_commit(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+        kept = await catalog.add_recovery(kept_file())
+        assert kept.id is not None
+
+        made = await catalog.commit_version(
+            "d1",
+            version(2, source=VersionSource.RECOVERY),
+            new_key="k2",
+            recovery=kept.id,
+        )
+
+        [listed] = await catalog.recoveries("d1")
+        assert made is not None
+        assert listed.restored_version == made.number == 2
+
+    async def test_a_restore_of_a_kept_file_that_is_gone_makes_no_version(
+        self, catalog: Catalog
+    ) -> None:
+        await add(catalog)
+
+        with pytest.raises(NotFound):
+            await catalog.commit_version(
+                "d1",
+                version(2, source=VersionSource.RECOVERY),
+                new_key="k2",
+                recovery=404,
+            )
+
+        assert (await catalog.document("d1")).current_version == 1
+        assert [v.number for v in await catalog.versions("d1")] == [1]
+
+
+def kept_file() -> RecoveryRecord:
+    return RecoveryRecord(
+        document_id="d1",
+        key="k1",
+        status=3,
+        blob="recovery/d1/x.docx",
+        file_type="docx",
+        size=5,
+        sha256="0" * 64,
+        created=datetime.now(UTC),
+        reason="test",
+    )
 
 
 class TestMigrations:

@@ -269,17 +269,22 @@ class DocDesk:
         return restored
 
     async def commit_recovered(
-        self, document_id: str, version: NewVersion
+        self, document_id: str, version: NewVersion, *, recovery: int | None = None
     ) -> VersionRecord:
         """Make a file brought back from recovery the newest version.
 
         Its blob must be durable and its own: a failed commit removes it.
         The document gets a new key either way; a ``version.key`` is also
         retired, since the DS ended that session when it forgot the file.
+        A file from the recovery area names its ``recovery`` id, marked
+        restored by the same commit.
         """
         async with self.lock(_checked_id(document_id)):
             return await self.commit(
-                document_id, version, ends_session=version.key is not None
+                document_id,
+                version,
+                ends_session=version.key is not None,
+                recovery=recovery,
             )
 
     async def delete(self, document_id: str) -> None:
@@ -441,6 +446,7 @@ class DocDesk:
         *,
         ends_session: bool = ...,
         delivery: None = ...,
+        recovery: int | None = ...,
     ) -> VersionRecord: ...
 
     @overload
@@ -451,6 +457,7 @@ class DocDesk:
         *,
         ends_session: bool = ...,
         delivery: str,
+        recovery: int | None = ...,
     ) -> VersionRecord | None: ...
 
     async def commit(
@@ -460,11 +467,13 @@ class DocDesk:
         *,
         ends_session: bool = False,
         delivery: str | None = None,
+        recovery: int | None = None,
     ) -> VersionRecord | None:
         """Commit a version whose blobs are stored, in one catalog transaction.
 
         A version from a callback names its ``delivery``: None comes back
-        when that callback was already saved, and nothing changes. The new
+        when that callback was already saved, and nothing changes. One made
+        from a kept file names its ``recovery`` id, marked restored with it. The new
         blobs of a version that did not become one are removed, each on its
         own, once the catalog has said that no row names them; when that
         cannot be known (the commit was cancelled on its way, or the catalog
@@ -478,6 +487,7 @@ class DocDesk:
                 ends_session=ends_session,
                 delivery=delivery,
                 keep=DELIVERY_MEMORY,
+                recovery=recovery,
             )
         except anyio.get_cancelled_exc_class():
             raise

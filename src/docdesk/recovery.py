@@ -186,10 +186,8 @@ async def restore_recovery(
                 f"{when} UTC"
             ),
         ),
+        recovery=recovery_id,
     )
-    # XXX: not one transaction with the commit; a crash between the two
-    # leaves the version made and the kept file listed as not restored.
-    await desk.catalog.mark_recovery_restored(recovery_id, version.number)
     logger.info(
         "kept file restored recovery=%d document=%s status=%d version=%d",
         recovery_id,

@@ -256,6 +256,7 @@ class Catalog:
         ends_session: bool = False,
         delivery: str | None = None,
         keep: float = 0.0,
+        recovery: int | None = None,
     ) -> VersionRecord | None:
         """Make ``version`` the newest and current version, in one transaction.
 
@@ -270,6 +271,8 @@ class Catalog:
         A version saved from a callback names its ``delivery``, remembered
         ``keep`` seconds in the same transaction: one delivered twice is
         refused by the deliveries' key, and None comes back, nothing changed.
+        A version restored from the recovery area names the kept file's
+        ``recovery`` id, which the same transaction marks restored.
         """
         if delivery is not None and version.status is None:
             raise ValueError("a version from a callback needs the callback's status")
@@ -301,6 +304,8 @@ class Catalog:
                 _insert_key(conn, new_key, document_id, number, now)
                 values["key"] = new_key
             conn.execute(_UPDATE_DOCUMENT, {"b_document": document_id, **values})
+            if recovery is not None:
+                _mark_restored(conn, recovery, number)
             row = conn.execute(
                 _VERSION, {"b_document": document_id, "b_number": number}
             )
@@ -537,21 +542,6 @@ class Catalog:
 
     async def recovery(self, recovery_id: int) -> RecoveryRecord:
         return await self._read(lambda conn: _recovery(conn, recovery_id))
-
-    async def mark_recovery_restored(
-        self, recovery_id: int, version: int
-    ) -> RecoveryRecord:
-        """Record that a kept file became ``version`` of its document."""
-
-        def mark(conn: Connection) -> RecoveryRecord:
-            conn.execute(
-                update(recoveries)
-                .where(recoveries.c.id == recovery_id)
-                .values(restored_version=version)
-            )
-            return _recovery(conn, recovery_id)
-
-        return await self._write(mark)
 
     # Blobs
 
@@ -951,6 +941,16 @@ def _aware(values: dict[str, Any]) -> dict[str, Any]:
         else value
         for name, value in values.items()
     }
+
+
+def _mark_restored(conn: Connection, recovery_id: int, version: int) -> None:
+    marked = conn.execute(
+        update(recoveries)
+        .where(recoveries.c.id == recovery_id)
+        .values(restored_version=version)
+    )
+    if marked.rowcount == 0:
+        raise NotFound(f"no kept file {recovery_id} in the recovery area")
 
 
 def _recovery(conn: Connection, recovery_id: int) -> RecoveryRecord:
