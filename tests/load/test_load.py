@@ -72,9 +72,6 @@ class Crowd:
     sessions: int = 0
     force_saves: int = 0
     rejoins_refused: int = 0
-    joining: dict[str, asyncio.Lock] = field(
-        default_factory=lambda: defaultdict(asyncio.Lock)
-    )
 
 
 @dataclass
@@ -130,16 +127,6 @@ class EditorLoop:
 
     async def _join(self) -> str:
         """Open the editor; a key saved meanwhile is refused, so ask again."""
-        # XXX: the simulator opens two sessions for one key when two editors
-        # join it at once before it is open (Simulator.connect awaits the
-        # download between looking the session up and storing it); the first
-        # editor's session is then lost to it and its next edit answers 409.
-        # The real DS makes them one session. Joins to one document queue here
-        # until the simulator does the same.
-        async with self.crowd.joining[self.document_id]:
-            return await self._open()
-
-    async def _open(self) -> str:
         limit = time.monotonic() + REJOIN_LIMIT
         while True:
             answer = await self.http.get(

@@ -23,6 +23,7 @@ import socket
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -2088,6 +2089,25 @@ class TestDocumentDownload:
         gaps = [b.received - a.received for a, b in itertools.pairwise(downloads)]
         assert all(0.2 <= gap < 1.5 for gap in gaps)
         assert bench.control.state(ann)["state"] == "open"
+
+    def test_editors_opening_a_key_together_share_one_download_and_session(
+        self, bench: Bench
+    ) -> None:
+        key = new_key()
+        # The first download stalls, so the other editors arrive meanwhile.
+        bench.integrator.reply_to_downloads(
+            bench.document(key)[0], FileReply(stall=0.5)
+        )
+
+        with ThreadPoolExecutor(3) as pool:
+            opened = list(pool.map(lambda user: bench.open(key, user), NAMES))
+        bench.control.edit(opened[0], "First line")
+        states = [bench.control.state(editor) for editor in opened]
+
+        assert len(bench.downloads(key)) == 1
+        assert [state["state"] for state in states] == ["open"] * 3
+        assert all(sorted(state["editors"]) == sorted(NAMES) for state in states)
+        assert all(state["changes"] == 1 for state in states)
 
     def test_partial_content_is_accepted(self, bench: Bench) -> None:
         key = new_key()

@@ -204,6 +204,7 @@ class Simulator:
         self.forgotten: dict[str, Forgotten] = {}
         self._saved_keys: dict[str, float] = {}
         self._closed: dict[str, ClosedCopy] = {}
+        self._opening: dict[str, asyncio.Future[DocumentSession]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def aclose(self) -> None:
@@ -228,7 +229,7 @@ class Simulator:
         ):
             raise ConfigRejected(VERSION_CHANGED, "the document version has changed")
 
-        session = self.sessions.get(key) or await self._open_session(document, base_url)
+        session = self.sessions.get(key) or await self._open_once(document, base_url)
         user = editor_config.get("user") or {}
         editor = Editor(
             id=secrets.token_hex(8),
@@ -285,6 +286,23 @@ class Simulator:
         if not isinstance(document["key"], str) or not is_document_key(document["key"]):
             raise ConfigRejected(TOKEN_ERROR, "document.key is not a valid key")
         return _overlaid(config, claims)
+
+    async def _open_once(
+        self, document: Mapping[str, Any], base_url: str
+    ) -> DocumentSession:
+        """The key's new session, opened once for every editor joining now.
+
+        Editors who open a key together while its file downloads join one
+        session, as at the DS; a failed open fails each of them.
+        """
+        key = document["key"]
+        opening = self._opening.get(key)
+        if opening is None:
+            opening = asyncio.ensure_future(self._open_session(document, base_url))
+            self._opening[key] = opening
+            opening.add_done_callback(lambda _: self._opening.pop(key, None))
+        # One editor giving up does not stop the open for the others.
+        return await asyncio.shield(opening)
 
     async def _open_session(
         self, document: Mapping[str, Any], base_url: str
