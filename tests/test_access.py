@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -664,6 +665,40 @@ def session_cookie(gate: AccessControl, user: Person) -> str:
     response = Response()
     gate.start_session(response, user, HTTP_SCOPE)
     return response.headers["set-cookie"].split(";")[0]
+
+
+@pytest.mark.parametrize(
+    ("peer", "proto", "secure"),
+    [
+        ("10.0.0.2", "https", True),
+        ("10.0.0.2", "http", False),
+        # Only the trusted proxy's word is taken.
+        ("203.0.113.9", "https", False),
+    ],
+)
+def test_the_cookie_is_secure_when_a_trusted_proxy_ended_tls(
+    peer: str, proto: str, secure: bool
+) -> None:
+    behind_proxy = AccessControl(
+        Starlette(),
+        tokens=(),
+        users=(ANN,),
+        session_secret="s" * 32,
+        open_access=False,
+        public_url="http://docdesk.internal:8000",
+        trusted_proxies=[ipaddress.ip_network("10.0.0.0/8")],
+    )
+    scope = {
+        **HTTP_SCOPE,
+        "client": (peer, 40000),
+        "headers": [(b"x-forwarded-proto", proto.encode())],
+    }
+    response = Response()
+
+    behind_proxy.start_session(response, ANN, scope)
+
+    flags = response.headers["set-cookie"].lower().split("; ")
+    assert ("secure" in flags) is secure
 
 
 def test_a_new_password_ends_the_sessions_made_with_the_old_one() -> None:

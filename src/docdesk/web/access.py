@@ -47,10 +47,12 @@ from docdesk.errors import InvalidRequest
 from docdesk.settings import (
     SIMULATOR_PATH,
     ApiToken,
+    Network,
     PasswordHash,
     Person,
     Settings,
 )
+from docdesk.web.guard import forwarded_https
 from docdesk.web.scopes import route_path, shown
 from docdesk.web.throttle import SignInThrottle
 
@@ -129,9 +131,11 @@ class AccessControl:
         session_secret: str,
         open_access: bool,
         public_url: str | None = None,
+        trusted_proxies: Sequence[Network] = (),
     ) -> None:
         self.app = app
         self.open_access = open_access
+        self._trusted_proxies = tuple(trusted_proxies)
         self._tokens = [(t, _digest(t.token)) for t in tokens]
         self._users = {user.id: user for user in users}
         self._session_key = hmac.new(
@@ -170,6 +174,7 @@ class AccessControl:
             session_secret=settings.session_secret or settings.jwt_secret,
             open_access=not settings.access_controlled,
             public_url=settings.public_url,
+            trusted_proxies=settings.trusted_proxies,
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -315,10 +320,12 @@ class AccessControl:
         return bool(host) and host in own
 
     def _secure(self, scope: Scope) -> bool:
-        # XXX: behind a proxy that ends TLS, with DOCDESK_PUBLIC_URL on plain
-        # http (the address the DS uses), the cookie goes without Secure.
-        # No test pins it.
-        return scope.get("scheme") in ("https", "wss") or self._public_https
+        """Whether the browser reached docdesk over https, here or at a proxy."""
+        return (
+            scope.get("scheme") in ("https", "wss")
+            or self._public_https
+            or forwarded_https(scope, self._trusted_proxies)
+        )
 
     async def _sign_in_first(
         self, scope: Scope, receive: Receive, send: Send, area: _Area

@@ -32,7 +32,12 @@ from starlette.websockets import WebSocketClose
 from docdesk.settings import Network
 from docdesk.web.scopes import route_path, shown
 
-__all__ = ["DocumentServerGuard", "client_address", "is_allowed"]
+__all__ = [
+    "DocumentServerGuard",
+    "client_address",
+    "forwarded_https",
+    "is_allowed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +142,27 @@ def client_address(scope: Scope, trusted_proxies: Sequence[Network]) -> str | No
 
     # Every hop is a trusted proxy: the first of them is where it started.
     return str(_forwarded_address(forwarded[0]))
+
+
+def forwarded_https(scope: Scope, trusted_proxies: Sequence[Network]) -> bool:
+    """Whether a trusted proxy says the request reached it over https.
+
+    Only the socket peer is asked, and only when it is a trusted proxy: it
+    is the one that ended TLS, and the last ``X-Forwarded-Proto`` entry is
+    its word.
+    """
+    client = scope.get("client")
+    peer = _parse_address(client[0]) if client else None
+    if peer is None or not _within(peer, trusted_proxies):
+        return False
+    values = [
+        value.decode("latin-1")
+        for name, value in scope.get("headers", ())
+        if name == b"x-forwarded-proto"
+    ]
+    if not values:
+        return False
+    return ",".join(values).rpartition(",")[2].strip().lower() == "https"
 
 
 def is_allowed(address: str | None, allow: Sequence[Network]) -> bool:
