@@ -16,6 +16,8 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -447,11 +449,9 @@ def test_a_wrong_id_or_password_signs_nobody_in(
     assert "wrong" in response.text
 
 
-def test_an_id_that_failed_too_often_is_refused_before_any_hash(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    users = tmp_path / "users"
-    users.write_text(f"ann:Ann Example:{ANN_HASH}\n", encoding="utf-8")
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The passwords the sign-in has hashed, in order."""
     hashed: list[str] = []
 
     def counting(password: str, stored: PasswordHash) -> bool:
@@ -459,11 +459,19 @@ def test_an_id_that_failed_too_often_is_refused_before_any_hash(
         return verify_password(password, stored)
 
     monkeypatch.setattr(access, "verify_password", counting)
+    return hashed
+
+
+@contextmanager
+def ann_may_sign_in(folder: Path) -> Iterator[str]:
+    """docdesk with Ann in its users file; its URL."""
+    users = folder / "users"
+    users.write_text(f"ann:Ann Example:{ANN_HASH}\n", encoding="utf-8")
 
     def make_app(url: str) -> ASGIApp:
         settings = Settings.from_env(
             {
-                "DOCDESK_DATA_DIR": str(tmp_path / "data"),
+                "DOCDESK_DATA_DIR": str(folder / "data"),
                 "DOCDESK_PUBLIC_URL": url,
                 "DOCDESK_USERS_FILE": str(users),
             }
@@ -473,9 +481,16 @@ def test_an_id_that_failed_too_often_is_refused_before_any_hash(
         )
 
     with serve_app_at(make_app) as running:
-        wrong = [sign_in(running.url, "ann", f"guess {n}") for n in range(5)]
-        right = sign_in(running.url, "ann", PASSWORD)
-        other = sign_in(running.url, "bob", "guess")
+        yield running.url
+
+
+def test_an_id_that_failed_too_often_is_refused_before_any_hash(
+    tmp_path: Path, hashed: list[str]
+) -> None:
+    with ann_may_sign_in(tmp_path) as url:
+        wrong = [sign_in(url, "ann", f"guess {n}") for n in range(5)]
+        right = sign_in(url, "ann", PASSWORD)
+        other = sign_in(url, "bob", "guess")
 
     assert [r.status_code for r in wrong] == [401] * 5
     assert right.status_code == 429
@@ -485,6 +500,19 @@ def test_an_id_that_failed_too_often_is_refused_before_any_hash(
     # Another id from the same address is still heard, and hashed.
     assert other.status_code == 401
     assert hashed == [*(f"guess {n}" for n in range(5)), "guess"]
+
+
+def test_guesses_sent_at_once_are_hashed_no_more_than_one_at_a_time(
+    tmp_path: Path, hashed: list[str]
+) -> None:
+    guesses = [f"guess {n}" for n in range(12)]
+
+    with ann_may_sign_in(tmp_path) as url, ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda guess: sign_in(url, "ann", guess), guesses))
+
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [401] * 5 + [429] * 7
+    assert len(hashed) == 5
 
 
 def test_an_anonymous_page_visit_is_sent_to_sign_in_and_back(

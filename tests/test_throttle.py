@@ -82,14 +82,17 @@ def test_a_success_clears_its_id_but_not_its_address(
     throttle: SignInThrottle,
 ) -> None:
     fail(throttle, "ann", OFFICE, 4)
-    for n in range(16):
+    for n in range(15):
         throttle.failed(f"guess-{n}", OFFICE)
+    # The right password's own try counts until it is known to be right.
+    throttle.failed("ann", OFFICE)
 
-    throttle.succeeded("ann")
+    throttle.succeeded("ann", OFFICE)
 
     fail(throttle, "ann", HOME, 4)
     assert throttle.retry_after("ann", HOME) == 0
-    assert throttle.retry_after("ann", OFFICE) == WINDOW
+    assert throttle.retry_after("carl", OFFICE) == 0
+    throttle.failed("guess-15", OFFICE)
     assert throttle.retry_after("carl", OFFICE) == WINDOW
 
 
@@ -124,3 +127,11 @@ def test_memory_is_bounded_by_forgetting_the_least_recent(clock: Clock) -> None:
 
     remembered = [n for n in range(10) if throttle.retry_after(f"guess-{n}", None)]
     assert remembered == [6, 7, 8, 9]
+
+
+def test_successes_from_one_address_never_add_up(throttle: SignInThrottle) -> None:
+    for _ in range(50):
+        throttle.failed("ann", OFFICE)
+        throttle.succeeded("ann", OFFICE)
+
+    assert throttle.retry_after("bob", OFFICE) == 0

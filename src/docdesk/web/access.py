@@ -230,17 +230,17 @@ class AccessControl:
 
         The hash runs in a thread: at about 50 ms it would stall every other
         request on the event loop. Each failure counts against the id and the
-        address it came from (see :meth:`sign_in_wait`).
+        address it came from (see :meth:`sign_in_wait`), from before the hash.
         """
+        self._throttle.failed(user_id, address)
         user = self._users.get(user_id)
         stored = user.password if user is not None else self._decoy
         matches = await anyio.to_thread.run_sync(verify_password, password, stored)
         if matches and user is not None:
             logger.info("sign-in user=%s", shown(user.id, 128))
-            self._throttle.succeeded(user_id)
+            self._throttle.succeeded(user_id, address)
             return user
         logger.warning("sign-in refused user=%s", shown(user_id, 128))
-        self._throttle.failed(user_id, address)
         return None
 
     def start_session(self, response: Response, user: Person, scope: Scope) -> None:

@@ -3,9 +3,11 @@
 A password guesser is slowed by the hash each try costs and stopped here:
 failures are counted per user id and per client address over a sliding
 window, and past a limit the sign-in is refused before any hash runs until
-the oldest failure leaves the window. A success clears its user id's
-failures, not its address's: one right password does not buy an address
-more guesses at other ids.
+the oldest failure leaves the window. A try counts as a failure from the
+moment it starts, so that tries made at once cannot all slip in before the
+first has failed; a success takes its own count back and clears its user
+id's failures, not its address's: one right password does not buy an
+address more guesses at other ids.
 """
 
 from __future__ import annotations
@@ -63,8 +65,12 @@ class SignInThrottle:
         while len(self._failures) > self._max_tracked:
             self._failures.popitem(last=False)
 
-    def succeeded(self, user_id: str) -> None:
+    def succeeded(self, user_id: str, address: str | None) -> None:
+        """Forget ``user_id``'s failures, and this try's count at ``address``."""
         self._failures.pop(("user", user_id), None)
+        times = self._failures.get(("address", address)) if address else None
+        if times:
+            times.pop()
 
     def _wait(self, key: tuple[str, str], now: float) -> int:
         times = self._failures.get(key)
