@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from types import FrameType
 
 import httpx
 import pytest
@@ -23,6 +25,16 @@ from servers import unavailable
 POSTGRES_ADMIN_URL = os.environ.get(
     "DOCDESK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run stopped with SIGTERM (kill, a CI timeout) stops as Ctrl-C does:
+    # the fixtures then stop the servers and processes they started.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 @pytest.fixture
