@@ -70,6 +70,21 @@ class TestRedactUrl:
         assert isinstance(shown, str)
         assert "sig=" not in shown
 
+    @pytest.mark.parametrize(
+        "text",
+        [
+            ":// http://user:pass@127.0.0.1:1/x",
+            "user:pass@example.com/x",
+            "//user:pass@/x",
+            "http://user:pass@/x",
+        ],
+    )
+    def test_text_without_scheme_and_host_shows_no_user_info(self, text: str) -> None:
+        shown = redact_url(text)
+
+        assert shown.startswith("<unparsable url #")
+        assert "pass" not in shown
+
     def test_unparsable_url_shows_only_a_fingerprint(self) -> None:
         shown = redact_url("http://127.0.0.1:99999/x?sig=secret")
 

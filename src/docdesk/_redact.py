@@ -25,10 +25,14 @@ def redact_url(url: str) -> str:
     Signed links carry their signature in the query, so the query never
     reaches a log; the fingerprint tells apart two links to one path.
     """
+    unparsable = f"<unparsable url #{fingerprint(url)}>"
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
+        host = parts.hostname
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
-        return f"<unparsable url #{fingerprint(url)}>"
+        return unparsable
+    # Text that only looks like a link may hold user info outside any netloc.
+    if not parts.scheme or not host:
+        return unparsable
     return f"{parts.scheme}://{host}{port}{parts.path} #{fingerprint(url)}"

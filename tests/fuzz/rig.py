@@ -515,8 +515,10 @@ class Rig:
             return
         if "?" in url:
             self.remember(url)
-        userinfo = urlsplit(url).netloc.rpartition("@")[0] if "@" in url else ""
-        self.remember(userinfo)
+        # Split by hand: urlsplit refuses some of the malformed hosts sent.
+        after_scheme = url.partition("://")[2] or url
+        netloc = re.split(r"[/?#]", after_scheme, maxsplit=1)[0]
+        self.remember(netloc.rpartition("@")[0])
 
     def leaks(self, log_mark: int, callbacks_mark: int) -> list[str]:
         """What a log written since the marks holds that it never should.
