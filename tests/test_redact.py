@@ -79,7 +79,7 @@ class TestRedactUrl:
             "http://user:pass@/x",
         ],
     )
-    def test_text_without_scheme_and_host_shows_no_user_info(self, text: str) -> None:
+    def test_text_without_a_scheme_or_host_shows_no_user_info(self, text: str) -> None:
         shown = redact_url(text)
 
         assert shown.startswith("<unparsable url #")
