@@ -52,6 +52,9 @@ KILL_EVERY = 1.0
 # only when a session ends, halfway through the run; any other, at once.
 STATUS_2_WAIT = 40.0
 ANY_CALLBACK_WAIT = 5.0
+# A status 2 answered between being seen and the kill was not cut; the last
+# kill then waits for the next one, this many times at most.
+STATUS_2_TRIES = 4
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,7 @@ def test_an_instance_killed_and_restarted_mid_run_loses_and_doubles_nothing(
             f"{len(orphans)} blobs and {len(kept.leftovers)} staging objects left"
         ),
     )
-    assert len(caught) == KILLS, "the run ended before every kill"
+    assert len(caught) >= KILLS, "the run ended before every kill"
     # A status 2 was cut; the edits checked next show that a retry saved it.
     assert 2 in caught[-1], caught
     assert failed[2] >= 1, failed
@@ -197,17 +200,40 @@ def kill_meanwhile(
     (1, 2 and 4 s later) must then save it once; the others take any callback.
     A status 2 comes only when a session ends, the last ones at the very end
     of the run: only the last kill can afford to wait for one. Until it is
-    answered, its document's script is not done.
+    answered, its document's script is not done. Should the status 2 be
+    answered before the kill lands, the kill still counts and the next status
+    2 is waited for.
     """
     victim = cluster.instances[1]
     for wanted in (*[None] * (KILLS - 1), 2):
         time.sleep(KILL_EVERY)
-        held = wait_for_callback_in(cluster, 1, wanted)
-        if all(future.done() for future in futures):
-            return
-        caught.append(held)
-        victim.kill()
-        victim.start()
+        for _ in range(STATUS_2_TRIES):
+            held = wait_for_callback_in(cluster, 1, wanted)
+            if all(future.done() for future in futures):
+                return
+            cut_before = cut_status_2(cluster)
+            caught.append(held)
+            victim.kill()
+            victim.start()
+            if wanted is None or was_cut(cluster, cut_before):
+                break
+
+
+def cut_status_2(cluster: Cluster) -> int:
+    """How many status 2 callbacks the balancer answered 502 so far."""
+    return sum(
+        1
+        for callback in list(cluster.balancer.callbacks)
+        if callback.status == 2 and callback.http_status == 502
+    )
+
+
+def was_cut(cluster: Cluster, before: int, limit: float = 5.0) -> bool:
+    """Whether a status 2 was answered 502 since ``before`` was counted."""
+    with cluster.balancer.changed:
+        return cluster.balancer.changed.wait_for(
+            lambda: cut_status_2(cluster) > before, timeout=limit
+        )
 
 
 def wait_for_callback_in(
